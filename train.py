@@ -1,0 +1,99 @@
+"""Trains Variational Memory Addressing: `python train.py --flagfile=omniglot.flags --logdir=DIR`.
+
+Rerunning the same command resumes from the latest checkpoint in --logdir.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from vma_tf.config import DataConfig, EpisodeConfig, ModelConfig, TrainConfig  # noqa: E402
+from vma_tf.errors import UserInputError  # noqa: E402
+
+# Data
+flags.DEFINE_string("data_dir", None, "Dataset root laid out like shared/data (omniglot/); None: TFDS.")
+flags.DEFINE_string("cache_dir", None, "Preprocessed-array cache (default $VMA_CACHE_DIR or ~/.cache/vma_tf).")
+flags.DEFINE_enum("split", "45_5", ["45_5", "lake"], "Omniglot split: 45/5 alphabets (paper) or Lake's.")
+flags.DEFINE_integer("image_size", 26, "26 (104 crop, 4x4 max-pool; the paper) or 28 (112 pad).")
+# Episodes
+flags.DEFINE_integer("classes_per_batch", 8, "Character classes per training batch.")
+flags.DEFINE_integer("targets_per_class", 4, "Target images per class; batch = classes x targets.")
+flags.DEFINE_integer("memory_per_class", 4, "Memory images per class, disjoint from the targets.")
+flags.DEFINE_integer("confounding_classes", 0, "Extra classes that put images in memory only.")
+# Model
+flags.DEFINE_integer("latent_dim", 64, "|z|.")
+flags.DEFINE_integer("embed_dim", 128, "Dimension of the matching space of q(a|x) and p(a).")
+flags.DEFINE_integer("conv_channels", 48, "Feature maps of every conv layer (paper: 48 or 64).")
+flags.DEFINE_integer("hidden_units", 256, "Hidden units of the MLP heads of q(z|x,m) and p(z|m).")
+flags.DEFINE_enum("prior", "learned", ["learned", "flat"], "p(a): learned query or uniform.")
+flags.DEFINE_bool("tie_embeddings", True, "One embedding net for memory and query (h_q = h); see README.")
+# Optimisation
+flags.DEFINE_string("logdir", "runs/vma", "Checkpoints, TensorBoard events, metrics.jsonl, config.json.")
+flags.DEFINE_integer("steps", 100_000, "Total number of training steps.")
+flags.DEFINE_integer("seed", 0, "Seeds initialisation, episodes and every sample.")
+flags.DEFINE_integer("num_samples", 4, "K, posterior samples per target (VIMCO needs K >= 2).")
+flags.DEFINE_enum("vimco_baseline", "geometric", ["geometric", "arithmetic"], "VIMCO leave-one-out baseline.")
+flags.DEFINE_float("learning_rate", 3e-4, "Adam learning rate.")
+flags.DEFINE_float("weight_decay", 0.0, "L2 weight decay coefficient (never on a learned memory).")
+flags.DEFINE_integer("checkpoint_every", 1000, "Steps between checkpoints.")
+flags.DEFINE_integer("max_checkpoints", 3, "Checkpoints kept.")
+flags.DEFINE_integer("log_every", 100, "Steps between progress lines, metrics.jsonl rows and scalar summaries.")
+flags.DEFINE_integer("image_summary_every", 1000, "Steps between image and histogram summaries.")
+flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
+                  "Keras dtype policy; distributions stay float32. mixed_float16 is for GPUs.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the step (slower on CPU, try on GPU).")
+
+FLAGS = flags.FLAGS
+
+
+def run_config():
+    from vma_tf.training import RunConfig
+
+    return RunConfig(
+        data=DataConfig(FLAGS.data_dir, FLAGS.split, FLAGS.image_size, FLAGS.cache_dir),
+        episodes=EpisodeConfig(
+            FLAGS.classes_per_batch, FLAGS.targets_per_class, FLAGS.memory_per_class, FLAGS.confounding_classes
+        ),
+        model=ModelConfig(
+            image_size=FLAGS.image_size,
+            latent_dim=FLAGS.latent_dim,
+            embed_dim=FLAGS.embed_dim,
+            conv_channels=FLAGS.conv_channels,
+            hidden_units=FLAGS.hidden_units,
+            prior=FLAGS.prior,
+            tie_embeddings=FLAGS.tie_embeddings,
+        ),
+        train=TrainConfig(
+            logdir=FLAGS.logdir,
+            steps=FLAGS.steps,
+            seed=FLAGS.seed,
+            num_samples=FLAGS.num_samples,
+            vimco_baseline=FLAGS.vimco_baseline,
+            learning_rate=FLAGS.learning_rate,
+            weight_decay=FLAGS.weight_decay,
+            checkpoint_every=FLAGS.checkpoint_every,
+            max_checkpoints=FLAGS.max_checkpoints,
+            log_every=FLAGS.log_every,
+            image_summary_every=FLAGS.image_summary_every,
+            mixed_precision=FLAGS.mixed_precision,
+            jit_compile=FLAGS.jit_compile,
+        ),
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from vma_tf import training
+
+    try:
+        training.train(run_config())
+    except UserInputError as e:
+        sys.exit(f"train.py: error: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,1 @@
+"""Datasets and the episode samplers that feed training."""

@@ -1,0 +1,99 @@
+"""Few-shot training episodes as tf.data: targets plus a memory of *other* images of their classes.
+
+Every episode is a pure function of (seed, step) through stateless random ops, so a
+resumed run sees exactly the episodes an uninterrupted run would have seen: the
+sampler's whole state is the step counter stored in the checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from vma_tf.config import EpisodeConfig
+from vma_tf.data.omniglot import CharacterSet
+from vma_tf.errors import UserInputError
+
+
+class Episode(NamedTuple):
+    """targets: float32 [B, H, W, 1] in {0, 1}; target_labels: int32 [B] class indices.
+    memory: float32 [M, H, W, 1]; memory_labels: int32 [M]."""
+
+    targets: tf.Tensor
+    target_labels: tf.Tensor
+    memory: tf.Tensor
+    memory_labels: tf.Tensor
+
+
+def validate(characters: CharacterSet, config: EpisodeConfig) -> None:
+    """Raises UserInputError when `characters` cannot supply episodes shaped by `config`."""
+    if config.memory_per_class < 1:
+        raise UserInputError(f"--memory_per_class must be at least 1, got {config.memory_per_class}")
+    if config.classes_per_batch < 1 or config.targets_per_class < 1:
+        raise UserInputError("--classes_per_batch and --targets_per_class must be at least 1")
+    if config.confounding_classes < 0:
+        raise UserInputError(f"--confounding_classes must be >= 0, got {config.confounding_classes}")
+    classes = config.classes_per_batch + config.confounding_classes
+    if classes > characters.num_classes:
+        raise UserInputError(
+            f"an episode needs {classes} classes (--classes_per_batch + --confounding_classes) "
+            f"but the split has {characters.num_classes}"
+        )
+    per_class = config.targets_per_class + config.memory_per_class
+    if per_class > characters.images_per_class:
+        raise UserInputError(
+            f"--targets_per_class + --memory_per_class = {per_class} but each class has only "
+            f"{characters.images_per_class} images"
+        )
+
+
+def _random_subset(seed: tf.Tensor, shape: list[int], k: int) -> tf.Tensor:
+    """Indices int32 [*shape[:-1], k]: k distinct draws from range(shape[-1]), uniformly."""
+    return tf.math.top_k(tf.random.stateless_uniform(shape, seed), k=k, sorted=True).indices
+
+
+def sample_episode(images: tf.Tensor, config: EpisodeConfig, seed: tf.Tensor) -> Episode:
+    """Draws one episode from images uint8 [C, N, H, W] with a stateless seed int [2].
+
+    Classes are drawn without replacement; within each of the first
+    `classes_per_batch` classes the targets and the memory images are disjoint draws.
+    Confounding classes contribute memory images only.
+    """
+    num_classes, per_class = images.shape[0], images.shape[1]
+    class_seed, image_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    classes = _random_subset(class_seed, [num_classes], config.classes_per_batch + config.confounding_classes)
+    draws = _random_subset(
+        image_seed, [classes.shape[0], per_class], config.targets_per_class + config.memory_per_class
+    )
+    chosen = tf.gather(tf.gather(images, classes), draws, batch_dims=1)  # [C', T+Mc, H, W]
+    chosen = tf.cast(chosen, tf.float32)[..., tf.newaxis]
+    labels = tf.broadcast_to(classes[:, tf.newaxis], draws.shape)
+
+    target_classes = config.classes_per_batch
+    targets = chosen[:target_classes, : config.targets_per_class]
+    memory = chosen[:, config.targets_per_class :]
+    image_shape = images.shape[2:].as_list() + [1]
+    return Episode(
+        targets=tf.reshape(targets, [-1, *image_shape]),
+        target_labels=tf.reshape(labels[:target_classes, : config.targets_per_class], [-1]),
+        memory=tf.reshape(memory, [-1, *image_shape]),
+        memory_labels=tf.reshape(labels[:, config.targets_per_class :], [-1]),
+    )
+
+
+def episode_dataset(
+    characters: CharacterSet, config: EpisodeConfig, seed: int, start_step: int = 0
+) -> tf.data.Dataset:
+    """An endless dataset of Episodes; element i is the episode of training step start_step + i."""
+    validate(characters, config)
+    images = tf.constant(characters.images)
+
+    def episode_at(step: tf.Tensor) -> Episode:
+        return sample_episode(images, config, tf.stack([tf.constant(seed, tf.int64), step]))
+
+    return (
+        tf.data.Dataset.counter(start=start_step)
+        .map(episode_at, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )

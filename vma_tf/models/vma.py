@@ -1,0 +1,155 @@
+"""Variational Memory Addressing (Bornschein et al. 2017, section 2 and 4.2).
+
+    p(x | M) = sum_a p(a | M) ∫ p(z | m_a) p(x | z, m_a) dz
+    q(a, z | x, M) = q(a | x, M) q(z | x, m_a)
+
+Where the work goes: every conv net runs once per *image* (the B targets and the M
+memory entries), never once per (sample, target) pair. Memory entries are encoded once
+(embedding, pyramid levels, p(z|m_a), the |z|-d code) and the K x B sampled addresses
+gather those encodings. q(z|x, m_a) therefore sees concat(x, m_a) as the concatenation
+of their tied-pyramid features, which is also what makes the pyramid of q(z|·) and
+p(x|·) the same set of weights. Only the upscaler runs K x B times.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from vma_tf import addressing, nets
+from vma_tf.config import ModelConfig
+from vma_tf.models.terms import LogWeightTerms
+
+tfd = tfp.distributions
+
+
+class MemoryEncoding(NamedTuple):
+    """Everything the model needs of each memory entry, computed once per entry.
+
+    images [M, S, S, 1]; embeddings [M, E]; levels: pyramid levels [M, s, s, C];
+    top [M, F] flattened top level; prior_z_params [M, 2Z]; code [M, Z].
+    """
+
+    images: tf.Tensor
+    embeddings: tf.Tensor
+    levels: list[tf.Tensor]
+    top: tf.Tensor
+    prior_z_params: tf.Tensor
+    code: tf.Tensor
+
+
+class VariationalMemoryAddressing(keras.Model):
+    """The VMA model of paper section 4.2 (conv nets on Omniglot)."""
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(name="vma", **kwargs)
+        self.model_config = config
+        channels = config.conv_channels
+        self.memory_embedder = nets.Embedder(channels, config.embed_dim, name="memory_embedder")
+        self.query_embedder = (
+            self.memory_embedder
+            if config.tie_embeddings
+            else nets.Embedder(channels, config.embed_dim, name="query_embedder")
+        )
+        self.prior_query = (
+            self.add_weight(shape=(config.embed_dim,), initializer="random_normal", name="prior_query")
+            if config.prior == "learned"
+            else None
+        )
+        self.pyramid = nets.ConvPyramid(channels, name="pyramid")
+        self.flatten = keras.layers.Flatten()
+        self.posterior_z = nets.GaussianHead(config.hidden_units, config.latent_dim, name="posterior_z")
+        self.prior_z = nets.GaussianHead(config.hidden_units, config.latent_dim, name="prior_z")
+        self.memory_code = keras.layers.Dense(config.latent_dim, name="memory_code")
+        self.decoder = nets.Upscaler(channels, config.image_size, name="decoder")
+
+    def _features(self, x: tf.Tensor, memory: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, MemoryEncoding]:
+        """Runs the conv nets once over targets x [B, S, S, 1] and memory [M, S, S, 1] together.
+
+        Returns the targets' flattened top features [B, F], their query embeddings [B, E]
+        and the memory encoding.
+        """
+        # tf.split, not slicing: a strided slice's gradient is slow on the CPU.
+        sizes = tf.stack([tf.shape(x)[0], tf.shape(memory)[0]])
+        both = tf.concat([x, memory], axis=0)
+        levels = [tf.split(level, sizes) for level in self.pyramid(both)]
+        x_top, memory_top = (self.flatten(top) for top in levels[-1])
+        if self.model_config.tie_embeddings:
+            query_embeddings, memory_embeddings = tf.split(self.memory_embedder(both), sizes)
+        else:
+            query_embeddings, memory_embeddings = self.query_embedder(x), self.memory_embedder(memory)
+        encoding = MemoryEncoding(
+            images=memory,
+            embeddings=memory_embeddings,
+            levels=[memory_level for _, memory_level in levels],
+            top=memory_top,
+            prior_z_params=self.prior_z(memory_top),
+            code=tf.cast(self.memory_code(memory_top), tf.float32),
+        )
+        return x_top, query_embeddings, encoding
+
+    def encode_memory(self, memory: tf.Tensor) -> MemoryEncoding:
+        """Encodes memory [M, S, S, 1] for sampling or repeated queries."""
+        return self._features(memory[:0], memory)[2]
+
+    def address_prior(self, encoding: MemoryEncoding) -> tfd.Categorical:
+        """p(a | M): batch [], event [], over range(M)."""
+        return addressing.address_prior(encoding.embeddings, self.prior_query)
+
+    def address_posterior(self, x: tf.Tensor, encoding: MemoryEncoding) -> tfd.Categorical:
+        """q(a | x, M) for x [B, S, S, 1]: batch [B], event []."""
+        return addressing.address_posterior(encoding.embeddings, self.query_embedder(x))
+
+    def _decode(self, z: tf.Tensor, encoding: MemoryEncoding, addresses: tf.Tensor) -> tfd.Independent:
+        """p(x | z, m_a) for z [..., Z] and addresses [...]: batch [...], event [S, S, 1]."""
+        sample_shape = tf.shape(addresses)
+        flat = tf.reshape(addresses, [-1])
+        code = tf.concat([tf.reshape(z, [-1, z.shape[-1]]), tf.gather(encoding.code, flat)], axis=-1)
+        levels = [tf.gather(level, flat) for level in encoding.levels]
+        logits = self.decoder((code, levels, tf.gather(encoding.images, flat)))
+        logits = tf.reshape(logits, tf.concat([sample_shape, tf.shape(logits)[1:]], axis=0))
+        return nets.bernoulli_image(logits)
+
+    def log_weight_terms(
+        self, x: tf.Tensor, memory: tf.Tensor, num_samples: int, seed: tf.Tensor
+    ) -> LogWeightTerms:
+        """The terms of log w for K = num_samples draws (a_k, z_k) ~ q(a, z | x, M).
+
+        x [B, S, S, 1], memory [M, S, S, 1], seed int [2] (stateless). Returns [K, B] terms.
+        """
+        address_seed, z_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        x_top, query_embeddings, encoding = self._features(x, memory)
+        q_a = addressing.address_posterior(encoding.embeddings, query_embeddings)
+        p_a = self.address_prior(encoding)
+        addresses = tf.cast(q_a.sample(num_samples, seed=address_seed), tf.int32)  # [K, B]
+
+        m_top = tf.gather(encoding.top, addresses)  # [K, B, F]
+        x_top = tf.broadcast_to(x_top, tf.shape(m_top))
+        q_z = nets.diag_gaussian(self.posterior_z(tf.concat([x_top, m_top], axis=-1)))
+        p_z = nets.diag_gaussian(tf.gather(encoding.prior_z_params, addresses))
+        z = q_z.sample(seed=z_seed)  # [K, B, Z], reparameterised
+        likelihood = self._decode(z, encoding, addresses)
+
+        return LogWeightTerms(
+            log_likelihood=likelihood.log_prob(x),
+            log_prior_z=p_z.log_prob(z),
+            log_posterior_z=q_z.log_prob(z),
+            log_prior_a=p_a.log_prob(addresses),
+            log_posterior_a=q_a.log_prob(addresses),
+            kl_a=tfd.kl_divergence(q_a, p_a),
+            kl_z=tfd.kl_divergence(q_z, p_z),
+            entropy_a=q_a.entropy(),
+            addresses=addresses,
+            likelihood=likelihood,
+        )
+
+    def sample(self, memory: tf.Tensor, num_samples: int, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Draws from p(x | M): returns Bernoulli means float32 [N, S, S, 1] and addresses int32 [N]."""
+        address_seed, z_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        encoding = self.encode_memory(memory)
+        addresses = tf.cast(self.address_prior(encoding).sample(num_samples, seed=address_seed), tf.int32)
+        z = nets.diag_gaussian(tf.gather(encoding.prior_z_params, addresses)).sample(seed=z_seed)
+        return self._decode(z, encoding, addresses).mean(), addresses

@@ -1,0 +1,119 @@
+"""Keras 3 building blocks shared by the models. Heads return `tfd` distributions in float32.
+
+Shapes: images [N, S, S, 1]; a pyramid's levels are feature maps at S, S/2, S/4, S/8
+(rounded up: 26 -> 26, 13, 7, 4).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+PYRAMID_DEPTH = 6
+
+
+def pyramid_level_sizes(image_size: int) -> list[int]:
+    """Sides of a ConvPyramid's levels, finest first: 'same' stride-2 convs round up (26 -> 13 -> 7 -> 4)."""
+    sizes = [image_size]
+    for _ in range(PYRAMID_DEPTH // 2):
+        sizes.append(-(-sizes[-1] // 2))
+    return sizes
+
+
+class ConvPyramid(keras.layers.Layer):
+    """Six 3x3 ReLU conv layers with stride 2 on every second layer (paper section 4.2).
+
+    `call` returns the skip levels [N, S, S, C], [N, S/2, S/2, C], [N, S/4, S/4, C] and the
+    top [N, S/8, S/8, C]: the outputs of layers 1, 3, 5 and 6.
+    """
+
+    def __init__(self, channels: int, **kwargs):
+        super().__init__(**kwargs)
+        self.convs = [
+            keras.layers.Conv2D(channels, 3, strides=1 + i % 2, padding="same", activation="relu")
+            for i in range(PYRAMID_DEPTH)
+        ]
+
+    def call(self, images: tf.Tensor) -> list[tf.Tensor]:
+        levels, h = [], images
+        for i, conv in enumerate(self.convs):
+            h = conv(h)
+            if i % 2 == 0 or i == PYRAMID_DEPTH - 1:
+                levels.append(h)
+        return levels
+
+
+class Upscaler(keras.layers.Layer):
+    """Maps a code [N, D] and skip levels (finest first, as ConvPyramid returns them) to logits
+    [N, S, S, 1]. Each stride-2 transposed conv lands exactly on the next skip level's size
+    (its output padding is chosen for that, since cropping costs more in the backward pass
+    than the convolutions) and adds it; the finest stage also sees `image` [N, S, S, 1]
+    itself, the highest-bandwidth path from memory to output.
+    """
+
+    def __init__(self, channels: int, image_size: int, **kwargs):
+        super().__init__(**kwargs)
+        sizes = pyramid_level_sizes(image_size)
+        self.top_shape = (sizes[-1], sizes[-1], channels)
+        self.project = keras.layers.Dense(sizes[-1] ** 2 * channels, activation="relu")
+        self.convs = [keras.layers.Conv2D(channels, 3, padding="same", activation="relu") for _ in range(3)]
+        self.upsamples = [
+            keras.layers.Conv2DTranspose(
+                channels, 3, strides=2, padding="same", output_padding=fine - (2 * coarse - 1),
+                activation="relu",
+            )
+            for coarse, fine in zip(sizes[:0:-1], sizes[-2::-1])
+        ]
+        self.to_logits = keras.layers.Conv2D(1, 3, padding="same")
+        # A conv of concat([h, image]) split in two: same function, no concat in the backward pass.
+        self.image_to_logits = keras.layers.Conv2D(1, 3, padding="same", use_bias=False)
+
+    def call(self, inputs: tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]) -> tf.Tensor:
+        code, levels, image = inputs
+        h = tf.reshape(self.project(code), [-1, *self.top_shape]) + levels[-1]
+        for conv, upsample, skip in zip(self.convs, self.upsamples, levels[-2::-1]):
+            h = upsample(conv(h)) + skip
+        return self.to_logits(h) + self.image_to_logits(image)
+
+
+class Embedder(keras.layers.Layer):
+    """Conv pyramid, flatten and a linear map into the matching space: [N, S, S, 1] -> [N, E]."""
+
+    def __init__(self, channels: int, embed_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.pyramid = ConvPyramid(channels)
+        self.flatten = keras.layers.Flatten()
+        self.project = keras.layers.Dense(embed_dim)
+
+    def call(self, images: tf.Tensor) -> tf.Tensor:
+        return tf.cast(self.project(self.flatten(self.pyramid(images)[-1])), tf.float32)
+
+
+class GaussianHead(keras.layers.Layer):
+    """MLP with one hidden ReLU layer -> diagonal Gaussian over R^latent_dim.
+
+    Inputs [..., F]; the distribution has batch shape [...] and event shape [latent_dim].
+    """
+
+    def __init__(self, hidden_units: int, latent_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(hidden_units, activation="relu")
+        self.params = keras.layers.Dense(2 * latent_dim)
+
+    def call(self, features: tf.Tensor) -> tf.Tensor:
+        """Returns the parameters [..., 2 * latent_dim] (loc, pre-softplus scale) in float32."""
+        return tf.cast(self.params(self.hidden(features)), tf.float32)
+
+
+def diag_gaussian(params: tf.Tensor) -> tfd.MultivariateNormalDiag:
+    """params [..., 2Z] from a GaussianHead -> MultivariateNormalDiag, batch [...], event [Z]."""
+    loc, raw_scale = tf.split(params, 2, axis=-1)
+    return tfd.MultivariateNormalDiag(loc=loc, scale_diag=tf.nn.softplus(raw_scale) + 1e-4)
+
+
+def bernoulli_image(logits: tf.Tensor) -> tfd.Independent:
+    """logits [..., H, W, 1] -> Bernoulli over images, batch [...], event [H, W, 1]."""
+    return tfd.Independent(tfd.Bernoulli(logits=tf.cast(logits, tf.float32)), reinterpreted_batch_ndims=3)

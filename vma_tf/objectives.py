@@ -1,0 +1,44 @@
+"""The multi-sample bound and the VIMCO surrogate (Mnih & Rezende 2016), all in nats."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+VIMCO_BASELINES = ("geometric", "arithmetic")
+
+
+def multi_sample_bound(log_weights: tf.Tensor) -> tf.Tensor:
+    """L = log (1/K) sum_k w_k for log_weights [K, B]: a lower bound on log p(x), [B]."""
+    return tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(tf.cast(tf.shape(log_weights)[0], tf.float32))
+
+
+def vimco_learning_signal(log_weights: tf.Tensor, baseline: str = "geometric") -> tuple[tf.Tensor, tf.Tensor]:
+    """Returns (L [B], the per-sample learning signals s_k = L - L_{-k} [K, B]).
+
+    "geometric": L_{-k} replaces w_k by the geometric mean of the other K-1 weights
+    (VIMCO as published). "arithmetic": L_{-k} = log (1/(K-1)) sum_{j != k} w_j
+    (VMA paper eq. 8). Both need K >= 2.
+    """
+    if baseline == "geometric":
+        log_leave_one_out, bound = tfp.stats.log_soomean_exp(log_weights, axis=0)
+    elif baseline == "arithmetic":
+        log_leave_one_out, bound = tfp.stats.log_loomean_exp(log_weights, axis=0)
+    else:
+        raise ValueError(f"unknown VIMCO baseline {baseline!r}; use one of {VIMCO_BASELINES}")
+    return bound, bound - log_leave_one_out
+
+
+def vimco_surrogate_loss(
+    log_weights: tf.Tensor, log_posterior_a: tf.Tensor, baseline: str = "geometric"
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The loss whose gradient is VIMCO's estimate of -grad L; returns (loss [], L [B]).
+
+    log_weights [K, B] are differentiable in every parameter (z is reparameterised);
+    log_posterior_a [K, B] = log q(a_k|x) of addresses sampled outside the gradient.
+        loss = -mean_B [ L + sum_k stop_gradient(s_k) * log q(a_k|x) ]
+    The -omega term of paper eq. (8) comes from L's own dependence on log q(a_k|x).
+    """
+    bound, signal = vimco_learning_signal(log_weights, baseline)
+    score = tf.reduce_sum(tf.stop_gradient(signal) * log_posterior_a, axis=0)
+    return -tf.reduce_mean(bound + score), bound

@@ -1,0 +1,238 @@
+"""Training: the VIMCO train step, checkpoints, summaries and the loop.
+
+A run's whole state lives in `logdir`: checkpoints (model, optimizer, step), TensorBoard
+events, `metrics.jsonl` and `config.json`. Episodes and the model's samples are
+stateless functions of (seed, step), so resuming from a checkpoint continues exactly
+where the run stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from vma_tf import objectives
+from vma_tf.config import DataConfig, EpisodeConfig, ModelConfig, TrainConfig
+from vma_tf.data import episodes, omniglot
+from vma_tf.errors import UserInputError
+from vma_tf.models import build_model
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("loss_nats", "kl_a", "kl_z", "recon_nats", "entropy_a")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+_MODEL_STREAM, _SUMMARY_STREAM = 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run; stored as `logdir/config.json`."""
+
+    data: DataConfig
+    episodes: EpisodeConfig
+    model: ModelConfig
+    train: TrainConfig
+
+
+def validate(config: RunConfig) -> None:
+    """Raises UserInputError for flag values that cannot work, before any data is read."""
+    train, model = config.train, config.model
+    if train.num_samples < 2:
+        raise UserInputError(f"--num_samples must be at least 2 for VIMCO, got {train.num_samples}")
+    if train.vimco_baseline not in objectives.VIMCO_BASELINES:
+        raise UserInputError(f"--vimco_baseline must be one of {objectives.VIMCO_BASELINES}")
+    if model.prior not in ("learned", "flat"):
+        raise UserInputError(f"--prior must be 'learned' or 'flat', got {model.prior!r}")
+    if train.mixed_precision not in PRECISIONS:
+        raise UserInputError(f"--mixed_precision must be one of {PRECISIONS}")
+    positive = {
+        "--steps": train.steps,
+        "--checkpoint_every": train.checkpoint_every,
+        "--log_every": train.log_every,
+        "--latent_dim": model.latent_dim,
+        "--embed_dim": model.embed_dim,
+        "--conv_channels": model.conv_channels,
+        "--hidden_units": model.hidden_units,
+    }
+    for name, value in positive.items():
+        if value < 1:
+            raise UserInputError(f"{name} must be positive, got {value}")
+    if train.learning_rate <= 0 or train.weight_decay < 0:
+        raise UserInputError("--learning_rate must be positive and --weight_decay non-negative")
+
+
+def seed_for(seed: int, step: tf.Tensor, stream: int) -> tf.Tensor:
+    """A stateless seed int32 [2] (the dtype TFP samplers take) for one purpose at one step."""
+    return tf.random.experimental.stateless_fold_in(
+        tf.stack([tf.constant(seed, tf.int32), tf.cast(step, tf.int32)]), stream
+    )
+
+
+def image_grid(images: tf.Tensor, columns: int) -> tf.Tensor:
+    """Tiles images [N, H, W, 1] into one image [1, ceil(N/columns) * H, columns * W, 1]."""
+    count, height, width = images.shape[0], images.shape[1], images.shape[2]
+    rows = -(-count // columns)
+    padded = tf.pad(images, [[0, rows * columns - count], [0, 0], [0, 0], [0, 0]], constant_values=0.5)
+    grid = tf.reshape(padded, [rows, columns, height, width, 1])
+    grid = tf.transpose(grid, [0, 2, 1, 3, 4])
+    return tf.reshape(grid, [1, rows * height, columns * width, 1])
+
+
+class Trainer:
+    """Owns the model, optimizer, checkpoint and the compiled step of one run."""
+
+    def __init__(self, config: RunConfig, image_size: int):
+        self.config = config
+        train = config.train
+        keras.mixed_precision.set_global_policy(train.mixed_precision)
+        keras.utils.set_random_seed(train.seed)
+        self.model = build_model(dataclasses.replace(config.model, image_size=image_size))
+        optimizer = keras.optimizers.Adam(train.learning_rate)
+        if train.mixed_precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        self.optimizer = optimizer
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self._build(image_size)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(train.logdir, "checkpoints"), max_to_keep=train.max_checkpoints
+        )
+        self._sums = tf.Variable(tf.zeros([len(METRICS)]), trainable=False, name="metric_sums")
+        self._count = tf.Variable(0.0, trainable=False, name="metric_count")
+        self.train_step = tf.function(self._train_step, jit_compile=train.jit_compile)
+        self.write_images = tf.function(self._write_images)
+
+    def _build(self, image_size: int) -> None:
+        """Creates every variable eagerly, so a checkpoint restores into all of them at once."""
+        image = tf.zeros([1, image_size, image_size, 1])
+        self.model.log_weight_terms(image, image, 2, tf.constant([0, 0], tf.int32))
+        self.optimizer.build(self.model.trainable_variables)
+
+    def restore(self) -> int:
+        """Restores the latest checkpoint, if any; returns the step to continue from."""
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        return int(self.step.numpy())
+
+    def _train_step(self, episode: episodes.Episode) -> None:
+        train = self.config.train
+        seed = seed_for(train.seed, self.step, _MODEL_STREAM)
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            terms = self.model.log_weight_terms(episode.targets, episode.memory, train.num_samples, seed)
+            loss, bound = objectives.vimco_surrogate_loss(
+                terms.log_weights, terms.log_posterior_a, train.vimco_baseline
+            )
+            if train.weight_decay:
+                loss += 0.5 * train.weight_decay * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        self.step.assign_add(1)
+
+        values = {
+            "loss_nats": -tf.reduce_mean(bound),
+            "kl_a": tf.reduce_mean(terms.kl_a),
+            "kl_z": tf.reduce_mean(terms.kl_z),
+            "recon_nats": -tf.reduce_mean(terms.log_likelihood),
+            "entropy_a": tf.reduce_mean(terms.entropy_a),
+        }
+        self._sums.assign_add(tf.stack([values[name] for name in METRICS]))
+        self._count.assign_add(1.0)
+        for name, value in values.items():
+            tf.summary.scalar(f"train/{name}", value, step=self.step)
+
+    def _write_images(self, episode: episodes.Episode) -> None:
+        """Image grids of targets, memory, reconstructions, samples from p(x|M); q(a|x) histograms."""
+        seed = seed_for(self.config.train.seed, self.step, _SUMMARY_STREAM)
+        terms = self.model.log_weight_terms(episode.targets, episode.memory, 1, seed)
+        samples, _ = self.model.sample(episode.memory, episode.memory.shape[0], seed)
+        columns = self.config.episodes.targets_per_class
+        step = self.step
+        tf.summary.image("images/targets", image_grid(episode.targets, columns), step=step)
+        tf.summary.image("images/reconstructions", image_grid(terms.likelihood.mean()[0], columns), step=step)
+        memory_columns = self.config.episodes.memory_per_class
+        tf.summary.image("images/memory", image_grid(episode.memory, memory_columns), step=step)
+        tf.summary.image("images/samples", image_grid(samples, memory_columns), step=step)
+        q_a = self.model.address_posterior(episode.targets, self.model.encode_memory(episode.memory))
+        probs = q_a.probs_parameter()
+        tf.summary.histogram("addressing/q_a_probs", probs, step=step)
+        tf.summary.histogram("addressing/q_a_max", tf.reduce_max(probs, axis=-1), step=step)
+
+    def read_metrics(self) -> dict[str, float]:
+        """Means of the step metrics since the last call, in nats; resets the accumulators."""
+        means = (self._sums / tf.maximum(self._count, 1.0)).numpy()
+        self._sums.assign(tf.zeros_like(self._sums))
+        self._count.assign(0.0)
+        return {name: float(value) for name, value in zip(METRICS, means)}
+
+
+def _write_config(config: RunConfig) -> None:
+    path = os.path.join(config.train.logdir, "config.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def train(config: RunConfig) -> dict[str, float]:
+    """Trains (or resumes) the run `config` describes; returns the last logged metrics."""
+    validate(config)
+    splits = omniglot.load_splits(config.data)
+    episodes.validate(splits["train"], config.episodes)
+    train_config = config.train
+    os.makedirs(train_config.logdir, exist_ok=True)
+
+    trainer = Trainer(config, splits["train"].image_size)
+    start = trainer.restore()
+    _write_config(config)
+    if start >= train_config.steps:
+        logger.info("step %d already reached in %s", start, train_config.logdir)
+        return {}
+    logger.info("training from step %d to %d in %s", start, train_config.steps, train_config.logdir)
+
+    dataset = episodes.episode_dataset(splits["train"], config.episodes, train_config.seed, start_step=start)
+    writer = tf.summary.create_file_writer(train_config.logdir)
+    metrics_path = os.path.join(train_config.logdir, "metrics.jsonl")
+    log_now = lambda step: step % train_config.log_every == 0 or step == start + 1  # noqa: E731
+    window_start, window_steps, metrics = time.perf_counter(), 0, {}
+    with writer.as_default(), tf.summary.record_if(
+        lambda: tf.equal(trainer.step % train_config.log_every, 0)
+    ):
+        for episode in dataset.take(train_config.steps - start):
+            trainer.train_step(episode)
+            step = int(trainer.step.numpy())
+            window_steps += 1
+            if step % train_config.image_summary_every == 0 or step == start + 1:
+                trainer.write_images(episode)
+            if log_now(step):
+                elapsed = time.perf_counter() - window_start
+                metrics = {"step": step, **trainer.read_metrics(), "steps_per_sec": window_steps / elapsed}
+                tf.summary.scalar("train/steps_per_sec", metrics["steps_per_sec"], step=step)
+                _log_progress(metrics, train_config.steps)
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                window_start, window_steps = time.perf_counter(), 0
+            if step % train_config.checkpoint_every == 0 or step == train_config.steps:
+                trainer.manager.save(checkpoint_number=step)
+    writer.flush()
+    return metrics
+
+
+def _log_progress(metrics: dict[str, float], total_steps: int) -> None:
+    remaining = (total_steps - metrics["step"]) / max(metrics["steps_per_sec"], 1e-9)
+    logger.info(
+        "step %d  loss %.2f nats  KL_a %.3f  KL_z %.2f  recon %.2f  %.2f steps/s  ETA %s",
+        metrics["step"],
+        metrics["loss_nats"],
+        metrics["kl_a"],
+        metrics["kl_z"],
+        metrics["recon_nats"],
+        metrics["steps_per_sec"],
+        f"{int(remaining) // 3600}:{int(remaining) % 3600 // 60:02d}:{int(remaining) % 60:02d}",
+    )
