@@ -10,7 +10,8 @@ VIMCO_BASELINES = ("geometric", "arithmetic")
 
 def multi_sample_bound(log_weights: tf.Tensor) -> tf.Tensor:
     """L = log (1/K) sum_k w_k for log_weights [K, B]: a lower bound on log p(x), [B]."""
-    return tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(tf.cast(tf.shape(log_weights)[0], tf.float32))
+    num_samples = tf.cast(tf.shape(log_weights)[0], log_weights.dtype)
+    return tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(num_samples)
 
 
 def vimco_learning_signal(log_weights: tf.Tensor, baseline: str = "geometric") -> tuple[tf.Tensor, tf.Tensor]:

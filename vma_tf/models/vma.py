@@ -66,7 +66,7 @@ class VariationalMemoryAddressing(keras.Model):
         self.memory_code = keras.layers.Dense(config.latent_dim, name="memory_code")
         self.decoder = nets.Upscaler(channels, config.image_size, name="decoder")
 
-    def _features(self, x: tf.Tensor, memory: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, MemoryEncoding]:
+    def features(self, x: tf.Tensor, memory: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, MemoryEncoding]:
         """Runs the conv nets once over targets x [B, S, S, 1] and memory [M, S, S, 1] together.
 
         Returns the targets' flattened top features [B, F], their query embeddings [B, E]
@@ -76,24 +76,29 @@ class VariationalMemoryAddressing(keras.Model):
         sizes = tf.stack([tf.shape(x)[0], tf.shape(memory)[0]])
         both = tf.concat([x, memory], axis=0)
         levels = [tf.split(level, sizes) for level in self.pyramid(both)]
-        x_top, memory_top = (self.flatten(top) for top in levels[-1])
+        x_top = self.flatten(levels[-1][0])
         if self.model_config.tie_embeddings:
             query_embeddings, memory_embeddings = tf.split(self.memory_embedder(both), sizes)
         else:
             query_embeddings, memory_embeddings = self.query_embedder(x), self.memory_embedder(memory)
-        encoding = MemoryEncoding(
-            images=memory,
-            embeddings=memory_embeddings,
-            levels=[memory_level for _, memory_level in levels],
-            top=memory_top,
-            prior_z_params=self.prior_z(memory_top),
-            code=tf.cast(self.memory_code(memory_top), tf.float32),
-        )
-        return x_top, query_embeddings, encoding
+        return x_top, query_embeddings, self._memory_encoding(memory, [m for _, m in levels], memory_embeddings)
 
     def encode_memory(self, memory: tf.Tensor) -> MemoryEncoding:
         """Encodes memory [M, S, S, 1] for sampling or repeated queries."""
-        return self._features(memory[:0], memory)[2]
+        return self._memory_encoding(memory, self.pyramid(memory), self.memory_embedder(memory))
+
+    def _memory_encoding(
+        self, memory: tf.Tensor, levels: list[tf.Tensor], embeddings: tf.Tensor
+    ) -> MemoryEncoding:
+        top = self.flatten(levels[-1])
+        return MemoryEncoding(
+            images=memory,
+            embeddings=embeddings,
+            levels=levels,
+            top=top,
+            prior_z_params=self.prior_z(top),
+            code=tf.cast(self.memory_code(top), tf.float32),
+        )
 
     def address_prior(self, encoding: MemoryEncoding) -> tfd.Categorical:
         """p(a | M): batch [], event [], over range(M)."""
@@ -103,7 +108,20 @@ class VariationalMemoryAddressing(keras.Model):
         """q(a | x, M) for x [B, S, S, 1]: batch [B], event []."""
         return addressing.address_posterior(encoding.embeddings, self.query_embedder(x))
 
-    def _decode(self, z: tf.Tensor, encoding: MemoryEncoding, addresses: tf.Tensor) -> tfd.Independent:
+    def z_prior(self, encoding: MemoryEncoding, addresses: tf.Tensor) -> tfd.MultivariateNormalDiag:
+        """p(z | m_a) for addresses [...]: batch [...], event [Z]."""
+        return nets.diag_gaussian(tf.gather(encoding.prior_z_params, addresses))
+
+    def z_posterior(
+        self, x_top: tf.Tensor, encoding: MemoryEncoding, addresses: tf.Tensor
+    ) -> tfd.MultivariateNormalDiag:
+        """q(z | x, m_a) from the targets' top features x_top [B, F] and addresses [K, B]:
+        batch [K, B], event [Z]."""
+        m_top = tf.gather(encoding.top, addresses)
+        x_top = tf.broadcast_to(x_top, tf.shape(m_top))
+        return nets.diag_gaussian(self.posterior_z(tf.concat([x_top, m_top], axis=-1)))
+
+    def likelihood(self, z: tf.Tensor, encoding: MemoryEncoding, addresses: tf.Tensor) -> tfd.Independent:
         """p(x | z, m_a) for z [..., Z] and addresses [...]: batch [...], event [S, S, 1]."""
         sample_shape = tf.shape(addresses)
         flat = tf.reshape(addresses, [-1])
@@ -121,17 +139,15 @@ class VariationalMemoryAddressing(keras.Model):
         x [B, S, S, 1], memory [M, S, S, 1], seed int [2] (stateless). Returns [K, B] terms.
         """
         address_seed, z_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        x_top, query_embeddings, encoding = self._features(x, memory)
+        x_top, query_embeddings, encoding = self.features(x, memory)
         q_a = addressing.address_posterior(encoding.embeddings, query_embeddings)
         p_a = self.address_prior(encoding)
         addresses = tf.cast(q_a.sample(num_samples, seed=address_seed), tf.int32)  # [K, B]
 
-        m_top = tf.gather(encoding.top, addresses)  # [K, B, F]
-        x_top = tf.broadcast_to(x_top, tf.shape(m_top))
-        q_z = nets.diag_gaussian(self.posterior_z(tf.concat([x_top, m_top], axis=-1)))
-        p_z = nets.diag_gaussian(tf.gather(encoding.prior_z_params, addresses))
+        q_z = self.z_posterior(x_top, encoding, addresses)
+        p_z = self.z_prior(encoding, addresses)
         z = q_z.sample(seed=z_seed)  # [K, B, Z], reparameterised
-        likelihood = self._decode(z, encoding, addresses)
+        likelihood = self.likelihood(z, encoding, addresses)
 
         return LogWeightTerms(
             log_likelihood=likelihood.log_prob(x),
@@ -151,5 +167,5 @@ class VariationalMemoryAddressing(keras.Model):
         address_seed, z_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         encoding = self.encode_memory(memory)
         addresses = tf.cast(self.address_prior(encoding).sample(num_samples, seed=address_seed), tf.int32)
-        z = nets.diag_gaussian(tf.gather(encoding.prior_z_params, addresses)).sample(seed=z_seed)
-        return self._decode(z, encoding, addresses).mean(), addresses
+        z = self.z_prior(encoding, addresses).sample(seed=z_seed)
+        return self.likelihood(z, encoding, addresses).mean(), addresses

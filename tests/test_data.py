@@ -1,0 +1,107 @@
+"""Omniglot preprocessing, splits, caching and bad archives."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from vma_tf.config import DataConfig
+from vma_tf.data import cache, omniglot
+from vma_tf.errors import UserInputError
+
+
+def test_preprocess_26_crops_to_104_and_max_pools():
+    ink = np.zeros((2, 105, 105), bool)
+    ink[0, 103, 103] = True  # last kept pixel: lands in output pixel (25, 25)
+    ink[0, 0, 5] = True  # column 5 -> pooled column 1
+    ink[1, 104, 104] = True  # cropped away
+    images = omniglot.preprocess(ink, 26)
+    assert images.shape == (2, 26, 26) and images.dtype == np.uint8
+    expected = np.zeros((26, 26), np.uint8)
+    expected[25, 25] = expected[0, 1] = 1
+    np.testing.assert_array_equal(images[0], expected)
+    assert images[1].sum() == 0
+
+
+def test_preprocess_28_pads_to_112():
+    ink = np.zeros((1, 105, 105), bool)
+    ink[0, 104, 0] = True  # padded by 3 before: row 107 -> 26, column 3 -> 0
+    images = omniglot.preprocess(ink, 28)
+    assert images.shape == (1, 28, 28)
+    assert images[0, 26, 0] == 1 and images.sum() == 1
+
+
+@pytest.fixture(scope="module")
+def splits_45_5(data_dir, cache_dir):
+    return omniglot.load_splits(DataConfig(data_dir=data_dir, split="45_5", cache_dir=cache_dir))
+
+
+def test_45_5_split_counts_and_pixels(splits_45_5):
+    train, test = splits_45_5["train"], splits_45_5["test"]
+    assert test.num_classes == 144 and train.num_classes == 1623 - 144
+    assert set(test.alphabets) == set(omniglot.TEST_ALPHABETS_45_5)
+    assert not set(train.alphabets) & set(omniglot.TEST_ALPHABETS_45_5)
+    assert train.images.shape[1:] == (20, 26, 26) and test.images.shape[1:] == (20, 26, 26)
+    assert set(np.unique(train.images)) == {0, 1}
+    # ink = 1: strokes cover a minority of pixels; the border is background.
+    assert 0.05 < train.images.mean() < 0.3
+    assert train.images[:, :, 0, :].mean() < train.images.mean()
+
+
+def test_lake_split_counts(data_dir, cache_dir):
+    splits = omniglot.load_splits(DataConfig(data_dir=data_dir, split="lake", cache_dir=cache_dir))
+    assert splits["train"].num_classes == 964 and splits["test"].num_classes == 659
+    assert len(set(splits["train"].alphabets)) == 30 and len(set(splits["test"].alphabets)) == 20
+
+
+def test_28_pixel_option(data_dir, cache_dir):
+    splits = omniglot.load_splits(DataConfig(data_dir=data_dir, image_size=28, cache_dir=cache_dir))
+    assert splits["test"].images.shape == (144, 20, 28, 28)
+
+
+def test_second_load_reads_the_cache(tmp_path):
+    calls = []
+    build = lambda: calls.append(1) or {"a": np.arange(3)}  # noqa: E731
+    path = cache.cache_path(str(tmp_path), "x", "0123456789abcdef")
+    first, second = cache.load_or_build(path, build), cache.load_or_build(path, build)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first["a"], second["a"])
+    with open(path, "wb") as f:
+        f.write(b"truncated")  # a half-written cache is rebuilt, not trusted
+    np.testing.assert_array_equal(cache.load_or_build(path, build)["a"], np.arange(3))
+    assert len(calls) == 2
+
+
+def test_missing_archive_is_named(tmp_path):
+    with pytest.raises(UserInputError, match="images_background.zip"):
+        omniglot.load_splits(DataConfig(data_dir=str(tmp_path), cache_dir=str(tmp_path)))
+
+
+def test_corrupt_archive_is_named(data_dir, tmp_path):
+    root = tmp_path / "data" / "omniglot"
+    root.mkdir(parents=True)
+    shutil.copy(os.path.join(data_dir, "omniglot", "images_evaluation.zip"), root)
+    with open(os.path.join(data_dir, "omniglot", "images_background.zip"), "rb") as f:
+        (root / "images_background.zip").write_bytes(f.read(100_000))
+    with pytest.raises(UserInputError, match="corrupt Omniglot archive .*images_background.zip"):
+        omniglot.load_splits(DataConfig(data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path)))
+
+
+def test_extracted_folders_work_like_zips(tmp_path):
+    folder = tmp_path / "omniglot" / "images_background" / "Alpha" / "character01"
+    folder.mkdir(parents=True)
+    from PIL import Image
+
+    for drawer in (1, 2):
+        pixels = np.full((105, 105), 255, np.uint8)
+        pixels[10:20, 10:20] = 0
+        Image.fromarray(pixels).convert("1").save(folder / f"0001_{drawer:02d}.png")
+    evaluation = tmp_path / "omniglot" / "images_evaluation" / "Tengwar" / "character01"
+    evaluation.mkdir(parents=True)
+    Image.fromarray(np.full((105, 105), 255, np.uint8)).save(evaluation / "0002_01.png")
+    Image.fromarray(np.full((105, 105), 255, np.uint8)).save(evaluation / "0002_02.png")
+    splits = omniglot.load_splits(DataConfig(data_dir=str(tmp_path), cache_dir=str(tmp_path)))
+    assert splits["train"].images.shape == (1, 2, 26, 26)
+    assert splits["train"].images[0, 0, 2:5, 2:5].min() == 1  # ink = 1 after inversion
+    assert splits["test"].alphabets == ("Tengwar",) and splits["test"].images.sum() == 0
