@@ -9,6 +9,7 @@ conv encoders alone, the forward pass, forward + backward, and the full step; th
 profiler trace of the full step gives self-time per op type.
 """
 
+import dataclasses
 import glob
 import json
 import os
@@ -103,7 +104,6 @@ def main(argv):
         trainer.step.numpy()
 
     result = {
-        "config": os.path.basename(FLAGS.flagfile[-1]) if FLAGS.flagfile else None,
         "median_steps_per_sec": 1.0 / float(np.median(step_times)),
         "mean_steps_per_sec": len(step_times) / float(np.sum(step_times)),
         "p90_step_ms": 1000 * float(np.percentile(step_times, 90)),
@@ -119,6 +119,7 @@ def main(argv):
             "full_step": median_ms(full_step),
         },
         "op_type_self_ms_per_step": op_type_profile(full_step),
+        "run_config": dataclasses.asdict(config),
         "tensorflow": tf.__version__,
         "cpu_count": os.cpu_count(),
     }

@@ -47,11 +47,13 @@ class ConvPyramid(keras.layers.Layer):
 
 
 class Upscaler(keras.layers.Layer):
-    """Maps a code [N, D] and skip levels (finest first, as ConvPyramid returns them) to logits
-    [N, S, S, 1]. Each stride-2 transposed conv lands exactly on the next skip level's size
-    (its output padding is chosen for that, since cropping costs more in the backward pass
-    than the convolutions) and adds it; the finest stage also sees `image` [N, S, S, 1]
-    itself, the highest-bandwidth path from memory to output.
+    """Maps a code [N, D] and m_a's coarser pyramid levels to Bernoulli logits [N, S, S, 1].
+
+    Each stride-2 transposed conv lands exactly on the next level's size (its output padding
+    is chosen for that: cropping costs more in the backward pass than the convolutions) and
+    adds that level of m_a's pyramid. The last one maps straight to logits, to which the
+    finest level and m_a's pixels add through `memory_logits`: that term is linear in m_a
+    alone, so it is computed once per memory entry, not once per (sample, target).
     """
 
     def __init__(self, channels: int, image_size: int, **kwargs):
@@ -62,21 +64,32 @@ class Upscaler(keras.layers.Layer):
         self.convs = [keras.layers.Conv2D(channels, 3, padding="same", activation="relu") for _ in range(3)]
         self.upsamples = [
             keras.layers.Conv2DTranspose(
-                channels, 3, strides=2, padding="same", output_padding=fine - (2 * coarse - 1),
-                activation="relu",
+                channels if fine != image_size else 1,
+                3,
+                strides=2,
+                padding="same",
+                output_padding=fine - (2 * coarse - 1),
+                activation="relu" if fine != image_size else None,
             )
             for coarse, fine in zip(sizes[:0:-1], sizes[-2::-1])
         ]
-        self.to_logits = keras.layers.Conv2D(1, 3, padding="same")
-        # A conv of concat([h, image]) split in two: same function, no concat in the backward pass.
+        self.finest_to_logits = keras.layers.Conv2D(1, 3, padding="same", use_bias=False)
         self.image_to_logits = keras.layers.Conv2D(1, 3, padding="same", use_bias=False)
 
+    def memory_logits(self, finest_level: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
+        """m_a's contribution to the logits, [M, S, S, 1], from its finest level [M, S, S, C] and pixels."""
+        return self.finest_to_logits(finest_level) + self.image_to_logits(image)
+
     def call(self, inputs: tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]) -> tf.Tensor:
-        code, levels, image = inputs
+        """inputs: code [N, D], m_a's levels [S/2, S/4, S/8] (finest first), memory_logits [N, S, S, 1]."""
+        code, levels, memory_logits = inputs
         h = tf.reshape(self.project(code), [-1, *self.top_shape]) + levels[-1]
-        for conv, upsample, skip in zip(self.convs, self.upsamples, levels[-2::-1]):
-            h = upsample(conv(h)) + skip
-        return self.to_logits(h) + self.image_to_logits(image)
+        skips = [*levels[-2::-1], None]
+        for conv, upsample, skip in zip(self.convs, self.upsamples, skips):
+            h = upsample(conv(h))
+            if skip is not None:
+                h = h + skip
+        return h + tf.cast(memory_logits, h.dtype)
 
 
 class Embedder(keras.layers.Layer):

@@ -29,13 +29,14 @@ tfd = tfp.distributions
 class MemoryEncoding(NamedTuple):
     """Everything the model needs of each memory entry, computed once per entry.
 
-    images [M, S, S, 1]; embeddings [M, E]; levels: pyramid levels [M, s, s, C];
-    top [M, F] flattened top level; prior_z_params [M, 2Z]; code [M, Z].
+    embeddings [M, E]; levels: the pyramid levels below full resolution [M, s, s, C];
+    logits [M, S, S, 1]: m_a's own term of the decoder's logits; top [M, F] flattened top
+    level; prior_z_params [M, 2Z]; code [M, Z].
     """
 
-    images: tf.Tensor
     embeddings: tf.Tensor
     levels: list[tf.Tensor]
+    logits: tf.Tensor
     top: tf.Tensor
     prior_z_params: tf.Tensor
     code: tf.Tensor
@@ -92,9 +93,9 @@ class VariationalMemoryAddressing(keras.Model):
     ) -> MemoryEncoding:
         top = self.flatten(levels[-1])
         return MemoryEncoding(
-            images=memory,
             embeddings=embeddings,
-            levels=levels,
+            levels=levels[1:],
+            logits=self.decoder.memory_logits(levels[0], memory),
             top=top,
             prior_z_params=self.prior_z(top),
             code=tf.cast(self.memory_code(top), tf.float32),
@@ -127,7 +128,7 @@ class VariationalMemoryAddressing(keras.Model):
         flat = tf.reshape(addresses, [-1])
         code = tf.concat([tf.reshape(z, [-1, z.shape[-1]]), tf.gather(encoding.code, flat)], axis=-1)
         levels = [tf.gather(level, flat) for level in encoding.levels]
-        logits = self.decoder((code, levels, tf.gather(encoding.images, flat)))
+        logits = self.decoder((code, levels, tf.gather(encoding.logits, flat)))
         logits = tf.reshape(logits, tf.concat([sample_shape, tf.shape(logits)[1:]], axis=0))
         return nets.bernoulli_image(logits)
 
