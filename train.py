@@ -3,6 +3,7 @@
 Rerunning the same command resumes from the latest checkpoint in --logdir.
 """
 
+import dataclasses
 import os
 import sys
 
@@ -49,38 +50,19 @@ flags.DEFINE_bool("jit_compile", False, "XLA-compile the step (slower on CPU, tr
 FLAGS = flags.FLAGS
 
 
+def _from_flags(config_class):
+    """A config dataclass whose every field is read from the flag of the same name."""
+    return config_class(**{field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(config_class)})
+
+
 def run_config():
     from vma_tf.training import RunConfig
 
     return RunConfig(
-        data=DataConfig(FLAGS.data_dir, FLAGS.split, FLAGS.image_size, FLAGS.cache_dir),
-        episodes=EpisodeConfig(
-            FLAGS.classes_per_batch, FLAGS.targets_per_class, FLAGS.memory_per_class, FLAGS.confounding_classes
-        ),
-        model=ModelConfig(
-            image_size=FLAGS.image_size,
-            latent_dim=FLAGS.latent_dim,
-            embed_dim=FLAGS.embed_dim,
-            conv_channels=FLAGS.conv_channels,
-            hidden_units=FLAGS.hidden_units,
-            prior=FLAGS.prior,
-            tie_embeddings=FLAGS.tie_embeddings,
-        ),
-        train=TrainConfig(
-            logdir=FLAGS.logdir,
-            steps=FLAGS.steps,
-            seed=FLAGS.seed,
-            num_samples=FLAGS.num_samples,
-            vimco_baseline=FLAGS.vimco_baseline,
-            learning_rate=FLAGS.learning_rate,
-            weight_decay=FLAGS.weight_decay,
-            checkpoint_every=FLAGS.checkpoint_every,
-            max_checkpoints=FLAGS.max_checkpoints,
-            log_every=FLAGS.log_every,
-            image_summary_every=FLAGS.image_summary_every,
-            mixed_precision=FLAGS.mixed_precision,
-            jit_compile=FLAGS.jit_compile,
-        ),
+        data=_from_flags(DataConfig),
+        episodes=_from_flags(EpisodeConfig),
+        model=_from_flags(ModelConfig),
+        train=_from_flags(TrainConfig),
     )
 
 

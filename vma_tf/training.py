@@ -199,18 +199,18 @@ def train(config: RunConfig) -> dict[str, float]:
     dataset = episodes.episode_dataset(splits["train"], config.episodes, train_config.seed, start_step=start)
     writer = tf.summary.create_file_writer(train_config.logdir)
     metrics_path = os.path.join(train_config.logdir, "metrics.jsonl")
-    log_now = lambda step: step % train_config.log_every == 0 or step == start + 1  # noqa: E731
     window_start, window_steps, metrics = time.perf_counter(), 0, {}
     with writer.as_default(), tf.summary.record_if(
         lambda: tf.equal(trainer.step % train_config.log_every, 0)
     ):
-        for episode in dataset.take(train_config.steps - start):
+        # The step number is counted here, not read back from the variable, so the loop never
+        # waits for the device except when it logs.
+        for step, episode in enumerate(dataset.take(train_config.steps - start), start=start + 1):
             trainer.train_step(episode)
-            step = int(trainer.step.numpy())
             window_steps += 1
             if step % train_config.image_summary_every == 0 or step == start + 1:
                 trainer.write_images(episode)
-            if log_now(step):
+            if step % train_config.log_every == 0 or step == start + 1:
                 elapsed = time.perf_counter() - window_start
                 metrics = {"step": step, **trainer.read_metrics(), "steps_per_sec": window_steps / elapsed}
                 tf.summary.scalar("train/steps_per_sec", metrics["steps_per_sec"], step=step)
