@@ -3,7 +3,6 @@
 Rerunning the same command resumes from the latest checkpoint in --logdir.
 """
 
-import dataclasses
 import os
 import sys
 
@@ -11,7 +10,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from vma_tf.config import DataConfig, EpisodeConfig, ModelConfig, TrainConfig  # noqa: E402
+from vma_tf.config import (  # noqa: E402
+    DataConfig,
+    EpisodeConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    from_flag_values,
+)
 from vma_tf.errors import UserInputError  # noqa: E402
 
 # Data
@@ -50,19 +56,12 @@ flags.DEFINE_bool("jit_compile", False, "XLA-compile the step (slower on CPU, tr
 FLAGS = flags.FLAGS
 
 
-def _from_flags(config_class):
-    """A config dataclass whose every field is read from the flag of the same name."""
-    return config_class(**{field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(config_class)})
-
-
 def run_config():
-    from vma_tf.training import RunConfig
-
     return RunConfig(
-        data=_from_flags(DataConfig),
-        episodes=_from_flags(EpisodeConfig),
-        model=_from_flags(ModelConfig),
-        train=_from_flags(TrainConfig),
+        data=from_flag_values(DataConfig, FLAGS),
+        episodes=from_flag_values(EpisodeConfig, FLAGS),
+        model=from_flag_values(ModelConfig, FLAGS),
+        train=from_flag_values(TrainConfig, FLAGS),
     )
 
 

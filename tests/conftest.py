@@ -1,6 +1,8 @@
 """Shared fixtures. Tests that need the real datasets read VMA_DATA_DIR and fail loudly in CI."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -24,3 +26,16 @@ def data_dir() -> str:
 def cache_dir(tmp_path_factory) -> str:
     """One preprocessed-array cache for the whole session: PNGs are decoded once."""
     return os.environ.get("VMA_CACHE_DIR") or str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def smoke_run(data_dir, cache_dir, tmp_path_factory) -> str:
+    """The logdir of `train.py --flagfile=smoke.flags --steps=150`, trained once per session."""
+    logdir = str(tmp_path_factory.mktemp("smoke") / "run")
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "train.py"), "--flagfile=smoke.flags", f"--data_dir={data_dir}",
+         f"--cache_dir={cache_dir}", f"--logdir={logdir}", "--steps=150"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return logdir

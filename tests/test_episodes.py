@@ -2,11 +2,13 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from vma_tf.config import EpisodeConfig
 from vma_tf.data import episodes
 from vma_tf.data.omniglot import CharacterSet
 from vma_tf.errors import UserInputError
+from vma_tf.evaluation import classification
 
 CLASSES, PER_CLASS = 12, 20
 
@@ -75,3 +77,32 @@ def test_impossible_episodes_are_rejected(characters, config, message):
     with pytest.raises(UserInputError, match=message):
         episodes.episode_dataset(characters, config, seed=0)
 
+
+
+@pytest.mark.parametrize("num_classes", [1, 3, 12])
+def test_sequences_hold_distinct_drawings_of_the_requested_classes(characters, num_classes):
+    images = tf.constant(characters.images)
+    for index in range(5):
+        sequence, labels = episodes.sample_sequence(images, num_classes, 20, tf.constant([index, 1]))
+        ids, labels = _ids(sequence), labels.numpy()
+        assert sequence.shape == (20, 3, 3, 1) and len(set(ids)) == 20  # no drawing twice
+        np.testing.assert_array_equal(ids // PER_CLASS, labels)
+        assert len(set(labels)) <= num_classes
+    again, _ = episodes.sample_sequence(images, num_classes, 20, tf.constant([4, 1]))
+    np.testing.assert_array_equal(again.numpy(), sequence.numpy())
+    if num_classes == 1:
+        assert sorted(ids % PER_CLASS) == list(range(PER_CLASS))
+
+
+def test_classification_episodes_label_support_and_queries_consistently(characters):
+    images = tf.constant(characters.images)
+    for index in range(10):
+        episode, support_labels, query_labels = classification.labelled_episode(
+            images, ways=5, shots=3, queries_per_class=2, seed=tf.constant([index, 2])
+        )
+        support_ids, query_ids = _ids(episode.memory), _ids(episode.targets)
+        assert not set(support_ids) & set(query_ids)
+        assert sorted(np.unique(support_labels, return_counts=True)[1]) == [3] * 5
+        assert sorted(np.unique(query_labels, return_counts=True)[1]) == [2] * 5
+        for query_class, label in zip(query_ids // PER_CLASS, query_labels):
+            assert set(support_ids[support_labels == label] // PER_CLASS) == {query_class}

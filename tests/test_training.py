@@ -80,11 +80,9 @@ def test_rerunning_resumes_step_count_and_weights(data_dir, cache_dir, tmp_path)
 
 
 @pytest.mark.slow
-def test_smoke_run_improves_the_bound(data_dir, cache_dir, tmp_path):
+def test_smoke_run_improves_the_bound(smoke_run):
     """smoke.flags for 150 steps: the bound improves by > 150 nats from the first step (~470 nats)."""
-    logdir = str(tmp_path / "smoke")
-    run_train("--flagfile=smoke.flags", f"--data_dir={data_dir}", f"--cache_dir={cache_dir}",
-              f"--logdir={logdir}", "--steps=150")
+    logdir = smoke_run
     rows = read_metrics(logdir)
     required = {"step", "loss_nats", "kl_a", "kl_z", "recon_nats", "steps_per_sec"}
     assert all(required <= set(row) for row in rows)

@@ -80,3 +80,63 @@ class TrainConfig:
     image_summary_every: int = 1000
     mixed_precision: str = "float32"
     jit_compile: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """What eval.py measures on the test split; every draw is a function of `seed`.
+
+    num_importance_samples: K of every likelihood bound. pairs_per_call: sample-target pairs
+    per model call (peak memory). num_episodes: `nll` test episodes, shaped like the training
+    episodes. classes, shots, num_sequences: the `conditional` table (C, n, and sequences of
+    20 images per C). sweep_classes, sweep_fixed_shots: `memory_sweep` A; sweep_shots: B, with
+    every test class in memory; sweep_memories draws of sweep_targets targets per point (A:
+    drawings of one class per draw; B: one drawing of each of that many classes).
+    classification_tasks: "<N>way<k>shot" names; classification_episodes, queries_per_class,
+    iw_samples (K of the importance-weighted p(c|x)). sample_rows, samples_per_row: `samples`.
+    """
+
+    seed: int = 0
+    num_importance_samples: int = 1000
+    pairs_per_call: int = 4000
+    num_episodes: int = 32
+    classes: tuple[int, ...] = (1, 2, 4, 16)
+    shots: tuple[int, ...] = (1, 2, 3, 4, 5, 10, 19)
+    num_sequences: int = 100
+    sweep_classes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 144)
+    sweep_fixed_shots: int = 4
+    sweep_shots: tuple[int, ...] = (1, 2, 4, 8, 16, 19)
+    sweep_memories: int = 32
+    sweep_targets: int = 4
+    classification_tasks: tuple[str, ...] = ("5way1shot", "5way5shot", "20way1shot", "20way5shot")
+    classification_episodes: int = 1000
+    queries_per_class: int = 1
+    iw_samples: int = 32
+    sample_rows: int = 8
+    samples_per_row: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run; stored as `logdir/config.json`."""
+
+    data: DataConfig
+    episodes: EpisodeConfig
+    model: ModelConfig
+    train: TrainConfig
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RunConfig:
+        """The inverse of `dataclasses.asdict`, for reading `config.json`."""
+        sections = {"data": DataConfig, "episodes": EpisodeConfig, "model": ModelConfig, "train": TrainConfig}
+        return cls(**{name: section(**values[name]) for name, section in sections.items()})
+
+
+def from_flag_values(config_class: type, values: object):
+    """A config dataclass whose every field is read from the attribute of the same name of
+    `values` (the entry points pass absl's FLAGS); lists become tuples."""
+    fields = {}
+    for field in dataclasses.fields(config_class):
+        value = getattr(values, field.name)
+        fields[field.name] = tuple(value) if isinstance(value, list) else value
+    return config_class(**fields)

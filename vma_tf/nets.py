@@ -32,10 +32,12 @@ class ConvPyramid(keras.layers.Layer):
 
     def __init__(self, channels: int, **kwargs):
         super().__init__(**kwargs)
-        self.convs = [
+        # Tuples, not lists, throughout: tf.train.Checkpoint and SavedModel see the layers in a
+        # tuple, while a Keras 3 list hides them from both.
+        self.convs = tuple(
             keras.layers.Conv2D(channels, 3, strides=1 + i % 2, padding="same", activation="relu")
             for i in range(PYRAMID_DEPTH)
-        ]
+        )
 
     def call(self, images: tf.Tensor) -> list[tf.Tensor]:
         levels, h = [], images
@@ -61,8 +63,8 @@ class Upscaler(keras.layers.Layer):
         sizes = pyramid_level_sizes(image_size)
         self.top_shape = (sizes[-1], sizes[-1], channels)
         self.project = keras.layers.Dense(sizes[-1] ** 2 * channels, activation="relu")
-        self.convs = [keras.layers.Conv2D(channels, 3, padding="same", activation="relu") for _ in range(3)]
-        self.upsamples = [
+        self.convs = tuple(keras.layers.Conv2D(channels, 3, padding="same", activation="relu") for _ in range(3))
+        self.upsamples = tuple(
             keras.layers.Conv2DTranspose(
                 channels if fine != image_size else 1,
                 3,
@@ -72,7 +74,7 @@ class Upscaler(keras.layers.Layer):
                 activation="relu" if fine != image_size else None,
             )
             for coarse, fine in zip(sizes[:0:-1], sizes[-2::-1])
-        ]
+        )
         self.finest_to_logits = keras.layers.Conv2D(1, 3, padding="same", use_bias=False)
         self.image_to_logits = keras.layers.Conv2D(1, 3, padding="same", use_bias=False)
 

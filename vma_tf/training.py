@@ -17,27 +17,18 @@ import time
 import keras
 import tensorflow as tf
 
-from vma_tf import objectives
-from vma_tf.config import DataConfig, EpisodeConfig, ModelConfig, TrainConfig
+from vma_tf import checkpoints, objectives
+from vma_tf.config import RunConfig
 from vma_tf.data import episodes, omniglot
 from vma_tf.errors import UserInputError
 from vma_tf.models import build_model
+from vma_tf.seeds import seed_for
 
 logger = logging.getLogger(__name__)
 
 METRICS = ("loss_nats", "kl_a", "kl_z", "recon_nats", "entropy_a")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 _MODEL_STREAM, _SUMMARY_STREAM = 1, 2
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """Everything that defines a training run; stored as `logdir/config.json`."""
-
-    data: DataConfig
-    episodes: EpisodeConfig
-    model: ModelConfig
-    train: TrainConfig
 
 
 def validate(config: RunConfig) -> None:
@@ -67,13 +58,6 @@ def validate(config: RunConfig) -> None:
         raise UserInputError("--learning_rate must be positive and --weight_decay non-negative")
 
 
-def seed_for(seed: int, step: tf.Tensor, stream: int) -> tf.Tensor:
-    """A stateless seed int32 [2] (the dtype TFP samplers take) for one purpose at one step."""
-    return tf.random.experimental.stateless_fold_in(
-        tf.stack([tf.constant(seed, tf.int32), tf.cast(step, tf.int32)]), stream
-    )
-
-
 def image_grid(images: tf.Tensor, columns: int) -> tf.Tensor:
     """Tiles images [N, H, W, 1] into one image [1, ceil(N/columns) * H, columns * W, 1]."""
     count, height, width = images.shape[0], images.shape[1], images.shape[2]
@@ -98,21 +82,15 @@ class Trainer:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         self.optimizer = optimizer
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self._build(image_size)
+        self.optimizer.build(self.model.trainable_variables)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(train.logdir, "checkpoints"), max_to_keep=train.max_checkpoints
+            self.checkpoint, checkpoints.checkpoint_dir(train.logdir), max_to_keep=train.max_checkpoints
         )
         self._sums = tf.Variable(tf.zeros([len(METRICS)]), trainable=False, name="metric_sums")
         self._count = tf.Variable(0.0, trainable=False, name="metric_count")
         self.train_step = tf.function(self._train_step, jit_compile=train.jit_compile)
         self.write_images = tf.function(self._write_images)
-
-    def _build(self, image_size: int) -> None:
-        """Creates every variable eagerly, so a checkpoint restores into all of them at once."""
-        image = tf.zeros([1, image_size, image_size, 1])
-        self.model.log_weight_terms(image, image, 2, tf.constant([0, 0], tf.int32))
-        self.optimizer.build(self.model.trainable_variables)
 
     def restore(self) -> int:
         """Restores the latest checkpoint, if any; returns the step to continue from."""
@@ -173,13 +151,6 @@ class Trainer:
         return {name: float(value) for name, value in zip(METRICS, means)}
 
 
-def _write_config(config: RunConfig) -> None:
-    path = os.path.join(config.train.logdir, "config.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
-
-
 def train(config: RunConfig) -> dict[str, float]:
     """Trains (or resumes) the run `config` describes; returns the last logged metrics."""
     validate(config)
@@ -190,7 +161,7 @@ def train(config: RunConfig) -> dict[str, float]:
 
     trainer = Trainer(config, splits["train"].image_size)
     start = trainer.restore()
-    _write_config(config)
+    checkpoints.write_run_config(config)
     if start >= train_config.steps:
         logger.info("step %d already reached in %s", start, train_config.logdir)
         return {}

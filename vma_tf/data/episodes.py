@@ -82,6 +82,29 @@ def sample_episode(images: tf.Tensor, config: EpisodeConfig, seed: tf.Tensor) ->
     )
 
 
+def sample_sequence(images: tf.Tensor, num_classes: int, length: int, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """A sequence of `length` images from `num_classes` classes drawn from images uint8 [C, N, H, W]:
+    the protocol of the papers' conditional likelihood tables (Bartunov & Vetrov 2017, section 3).
+
+    The classes are drawn without replacement; each position's class is uniform over them and
+    no drawing repeats. Returns images float32 [length, H, W, 1] and class indices int32 [length].
+    """
+    per_class = images.shape[1]
+    if length > per_class:
+        raise ValueError(f"a sequence of {length} may need {length} drawings of a class; there are {per_class}")
+    class_seed, slot_seed, image_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    classes = _random_subset(class_seed, [images.shape[0]], num_classes)
+    slot_classes = tf.random.stateless_uniform([length], slot_seed, maxval=num_classes, dtype=tf.int32)
+    drawing_order = _random_subset(image_seed, [num_classes, per_class], per_class)  # a permutation per class
+    # The j-th image of a class in the sequence is that class's j-th drawing in drawing_order.
+    one_hot = tf.one_hot(slot_classes, num_classes, dtype=tf.int32)
+    rank = tf.reduce_sum(tf.cumsum(one_hot, axis=0, exclusive=True) * one_hot, axis=-1)
+    drawings = tf.gather_nd(drawing_order, tf.stack([slot_classes, rank], axis=-1))
+    labels = tf.gather(classes, slot_classes)
+    chosen = tf.gather_nd(images, tf.stack([labels, drawings], axis=-1))
+    return tf.cast(chosen, tf.float32)[..., tf.newaxis], labels
+
+
 def episode_dataset(
     characters: CharacterSet, config: EpisodeConfig, seed: int, start_step: int = 0
 ) -> tf.data.Dataset:

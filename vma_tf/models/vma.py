@@ -138,9 +138,29 @@ class VariationalMemoryAddressing(keras.Model):
         """The terms of log w for K = num_samples draws (a_k, z_k) ~ q(a, z | x, M).
 
         x [B, S, S, 1], memory [M, S, S, 1], seed int [2] (stateless). Returns [K, B] terms.
+        Runs the conv nets over targets and memory in one pass (the training path).
         """
-        address_seed, z_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         x_top, query_embeddings, encoding = self.features(x, memory)
+        return self._log_weight_terms(x, x_top, query_embeddings, encoding, num_samples, seed)
+
+    def log_weight_terms_encoded(
+        self, x: tf.Tensor, encoding: MemoryEncoding, num_samples: int, seed: tf.Tensor
+    ) -> LogWeightTerms:
+        """`log_weight_terms` against a memory encoded once by `encode_memory`: for evaluation,
+        where many chunks of samples and batches of targets share one (possibly large) memory."""
+        x_top = self.flatten(self.pyramid(x)[-1])
+        return self._log_weight_terms(x, x_top, self.query_embedder(x), encoding, num_samples, seed)
+
+    def _log_weight_terms(
+        self,
+        x: tf.Tensor,
+        x_top: tf.Tensor,
+        query_embeddings: tf.Tensor,
+        encoding: MemoryEncoding,
+        num_samples: int,
+        seed: tf.Tensor,
+    ) -> LogWeightTerms:
+        address_seed, z_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         q_a = addressing.address_posterior(encoding.embeddings, query_embeddings)
         p_a = self.address_prior(encoding)
         addresses = tf.cast(q_a.sample(num_samples, seed=address_seed), tf.int32)  # [K, B]

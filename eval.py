@@ -1,0 +1,74 @@
+"""Evaluates a trained run on its test split: `python eval.py --logdir=DIR --mode=MODE`.
+
+Modes: nll (importance-sampled test NLL and its decomposition), conditional (Table 1),
+memory_sweep (Figure 5), classification (few-shot accuracy), samples (Figures 3 and 4A).
+Writes LOGDIR/eval/<mode>.json (or --output_json), a Markdown table beside it and PNGs.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+from vma_tf.config import EvalConfig, from_flag_values  # noqa: E402
+from vma_tf.errors import UserInputError  # noqa: E402
+
+flags.DEFINE_string("logdir", None, "A training run's logdir (config.json and checkpoints/).", required=True)
+flags.DEFINE_enum("mode", "nll", ["nll", "conditional", "memory_sweep", "classification", "samples"],
+                  "What to evaluate.")
+flags.DEFINE_string("data_dir", None, "Dataset root, if not the one the run was trained with.")
+flags.DEFINE_string("cache_dir", None, "Preprocessed-array cache, if not the run's.")
+flags.DEFINE_string("output_json", None, "Result file (default LOGDIR/eval/<mode>.json); .md and .png beside it.")
+flags.DEFINE_integer("seed", 0, "Seeds every task and every sample: same seed, same numbers.")
+flags.DEFINE_integer("num_importance_samples", 1000, "K of every likelihood bound (5000 works too).")
+flags.DEFINE_integer("pairs_per_call", 4000, "Sample-target pairs per model call: sets peak memory, not results.")
+flags.DEFINE_integer("num_episodes", 32, "nll: test episodes shaped like the training episodes.")
+flags.DEFINE_list("classes", ["1", "2", "4", "16"], "conditional: classes C per sequence.")
+flags.DEFINE_list("shots", ["1", "2", "3", "4", "5", "10", "19"], "conditional: conditioning images n.")
+flags.DEFINE_integer("num_sequences", 100, "conditional: sequences of 20 images per C.")
+flags.DEFINE_list("sweep_classes", ["1", "2", "4", "8", "16", "32", "64", "144"],
+                  "memory_sweep A: test classes in memory.")
+flags.DEFINE_integer("sweep_fixed_shots", 4, "memory_sweep A: images per class in memory.")
+flags.DEFINE_list("sweep_shots", ["1", "2", "4", "8", "16", "19"],
+                  "memory_sweep B: images per class with every test class in memory.")
+flags.DEFINE_integer("sweep_memories", 32, "memory_sweep: draws per point (shared by all points).")
+flags.DEFINE_integer("sweep_targets", 4, "memory_sweep: targets per draw (A: of one class; B: of as many classes).")
+flags.DEFINE_list("classification_tasks", ["5way1shot", "5way5shot", "20way1shot", "20way5shot"],
+                  "classification: tasks named <N>way<k>shot.")
+flags.DEFINE_integer("classification_episodes", 1000, "classification: episodes per task.")
+flags.DEFINE_integer("queries_per_class", 1, "classification: query images per class and episode.")
+flags.DEFINE_integer("iw_samples", 32, "classification: K of the importance-weighted p(c|x).")
+flags.DEFINE_integer("sample_rows", 8, "samples: rows of each figure.")
+flags.DEFINE_integer("samples_per_row", 10, "samples: samples from p(x|M) per memory image.")
+
+FLAGS = flags.FLAGS
+_INTEGER_LISTS = ("classes", "shots", "sweep_classes", "sweep_shots")
+
+
+def eval_config() -> EvalConfig:
+    config = from_flag_values(EvalConfig, FLAGS)
+    try:
+        lists = {name: tuple(int(v) for v in getattr(FLAGS, name)) for name in _INTEGER_LISTS}
+    except ValueError as e:
+        raise UserInputError(f"--{', --'.join(_INTEGER_LISTS)} take comma-separated integers ({e})") from e
+    return EvalConfig(**{**config.__dict__, **lists})
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from vma_tf.evaluation import reports, runner
+
+    try:
+        result = runner.run_evaluation(
+            FLAGS.logdir, FLAGS.mode, eval_config(), FLAGS.data_dir, FLAGS.cache_dir, FLAGS.output_json
+        )
+    except UserInputError as e:
+        sys.exit(f"eval.py: error: {e}")
+    logging.info("\n%s", reports.MARKDOWN[FLAGS.mode](result))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,140 @@
+"""eval.py end to end on a model trained by smoke.flags: every mode, determinism, read-only
+checkpoints, bad input; and the test split's classes are unseen in training."""
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import REPO
+from PIL import Image
+
+from vma_tf.config import DataConfig
+from vma_tf.data import omniglot
+from vma_tf.evaluation import classification
+
+# Every mode shrunk to seconds; the defaults are the papers' protocols.
+SMALL = [
+    "--num_importance_samples=20", "--num_episodes=2", "--num_sequences=2", "--classes=1,4", "--shots=1,5,19",
+    "--sweep_classes=1,4,144", "--sweep_shots=1,19", "--sweep_memories=1", "--sweep_targets=4",
+    "--classification_episodes=4", "--iw_samples=4", "--sample_rows=3", "--samples_per_row=4",
+]
+
+
+def run_eval(*args, check=True):
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "eval.py"), *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _checkpoint_digest(logdir):
+    folder = os.path.join(logdir, "checkpoints")
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), "rb") as f:
+            digest.update(name.encode() + f.read())
+    return digest.hexdigest()
+
+
+def _assert_png(path):
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG" and min(image.size) > 100
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["nll", "conditional", "memory_sweep", "classification", "samples"])
+def test_every_mode_runs_on_a_smoke_model(mode, smoke_run, data_dir, cache_dir, tmp_path):
+    before = _checkpoint_digest(smoke_run)
+    output = str(tmp_path / f"{mode}.json")
+    run_eval(f"--logdir={smoke_run}", f"--mode={mode}", f"--data_dir={data_dir}", f"--cache_dir={cache_dir}",
+             f"--output_json={output}", *SMALL)
+    with open(output) as f:
+        result = json.load(f)
+    with open(str(tmp_path / f"{mode}.md")) as f:
+        assert "| " in f.read()
+    assert result["meta"]["checkpoint_step"] == 150 and result["meta"]["split"] == "45_5"
+    assert _checkpoint_digest(smoke_run) == before  # evaluation only reads the checkpoints
+
+    if mode == "nll":
+        assert result["num_importance_samples"] == 20 and result["num_examples"] == 2 * 32
+        # The same samples give log mean w >= mean log w for every target, hence on average.
+        assert result["nll_nats"] <= result["elbo_nats"]
+        assert 0 <= result["kl_a"] <= np.log(32) + 1e-4 and result["kl_z"] >= 0
+        assert result["recon_nats"] > 0
+    elif mode == "conditional":
+        assert set(result["table"]) == {"1", "4"}
+        assert all(set(row) == {"1", "5", "19"} for row in result["table"].values())
+        assert all(np.isfinite(v) and v > 0 for row in result["table"].values() for v in row.values())
+    elif mode == "memory_sweep":
+        sizes = [p["memory_size"] for p in result["by_classes"]] + [p["memory_size"] for p in result["by_shots"]]
+        assert sizes == [4, 16, 576, 144, 144 * 19]  # |M| = 2736 at the last point
+        first = result["by_classes"][0]["nll_nats"]
+        assert result["by_classes"][1]["optimal_reference_nats"] == pytest.approx(first + np.log(4))
+        _assert_png(str(tmp_path / "memory_sweep.png"))
+    elif mode == "classification":
+        assert set(result["tasks"]) == {"5way1shot", "5way5shot", "20way1shot", "20way5shot"}
+        for task in result["tasks"].values():
+            assert 0 <= task["accuracy"] <= 1 and 0 <= task["accuracy_iw"] <= 1 and task["ci95"] >= 0
+    else:
+        assert len(result["top5_probabilities"]) == 3
+        assert all(p == sorted(p, reverse=True) and sum(p) <= 1 + 1e-3 for p in result["top5_probabilities"])
+        for suffix in ("one_shot", "addressing"):
+            _assert_png(str(tmp_path / f"samples_{suffix}.png"))
+
+
+@pytest.mark.slow
+def test_same_seed_same_numbers(smoke_run, data_dir, cache_dir, tmp_path):
+    def nll(seed, name):
+        output = str(tmp_path / name)
+        run_eval(f"--logdir={smoke_run}", "--mode=nll", f"--data_dir={data_dir}", f"--cache_dir={cache_dir}",
+                 f"--output_json={output}", f"--seed={seed}", *SMALL)
+        with open(output) as f:
+            return json.load(f)["nll_nats"]
+
+    first, again, other = nll(3, "a.json"), nll(3, "b.json"), nll(4, "c.json")
+    assert first == again and first != other
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--num_importance_samples=0"], "--num_importance_samples must be positive, got 0"),
+        (["--mode=conditional", "--classes=1,200"], "--classes=200 needs 200 classes but the test split has 144"),
+        (["--mode=classification", "--classification_tasks=5way"], "named like 5way1shot"),
+        (["--mode=conditional", "--shots=20"], r"--shots must lie in 1\.\.19"),
+    ],
+)
+def test_bad_input_ends_with_one_line_error(flags, message, smoke_run, data_dir, cache_dir):
+    result = run_eval(f"--logdir={smoke_run}", f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", *flags,
+                      check=False)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode != 0 and last.startswith("eval.py: error: ") and re.search(message, last), last
+
+
+def test_missing_run_is_named(tmp_path):
+    result = run_eval(f"--logdir={tmp_path}", check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == f"eval.py: error: no trained run in {tmp_path}: " \
+        f"{tmp_path}/config.json is missing"
+
+
+def test_classification_episodes_use_only_unseen_alphabets(data_dir, cache_dir):
+    splits = omniglot.load_splits(DataConfig(data_dir=data_dir, cache_dir=cache_dir))
+    train_alphabets = set(splits["train"].alphabets)
+    test = splits["test"]
+    assert not train_alphabets & set(test.alphabets)
+    images = tf.constant(test.images)
+    for index in range(20):
+        episode, _, _ = classification.labelled_episode(images, 20, 5, 1, tf.constant([index, 0]))
+        used = {test.alphabets[c] for c in np.concatenate([episode.memory_labels, episode.target_labels])}
+        assert used <= set(omniglot.TEST_ALPHABETS_45_5)

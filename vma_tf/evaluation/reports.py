@@ -1,0 +1,198 @@
+"""Published numbers, and each mode's result as a Markdown table and PNG figures."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+# Table 1 of the VMA paper (Bornschein et al. 2017): conditional NLL in nats, K = 1000, by
+# classes C and conditioning examples n. Its VMA rows come from a model trained on the Lake
+# split at 28x28, the data of the GMN paper (Bartunov & Vetrov 2017).
+PUBLISHED_CONDITIONAL = {
+    "VMA": {
+        1: {1: 86.5, 2: 83.0, 3: 79.6, 4: 79.0, 5: 76.5, 10: 76.2, 19: 73.9},
+        2: {1: 87.2, 2: 83.3, 3: 80.9, 4: 79.3, 5: 79.1, 10: 77.0, 19: 75.0},
+        4: {1: 87.5, 2: 83.3, 3: 81.2, 4: 80.7, 5: 79.5, 10: 78.6, 19: 76.7},
+        16: {1: 89.6, 2: 85.1, 3: 81.5, 4: 81.9, 5: 81.3, 10: 79.8, 19: 77.0},
+    },
+    "GMN": {
+        1: {1: 83.3, 2: 78.9, 3: 75.7, 4: 72.9, 5: 70.1, 10: 59.9, 19: 45.8},
+        2: {1: 86.4, 2: 84.9, 3: 82.4, 4: 81.0, 5: 78.8, 10: 71.4, 19: 61.2},
+        4: {1: 88.3, 2: 87.3, 3: 86.7, 4: 85.4, 5: 84.0, 10: 80.2, 19: 73.7},
+    },
+}
+# Section 4.2 of the VMA paper: few-shot Omniglot, 45/5 split, 26x26.
+PUBLISHED_NLL = {"VAE (no memory)": 90.8, "VMA (best)": 68.8}
+# Section 4.2: classification with q(a|x), no fine-tuning.
+PUBLISHED_ACCURACY = {"5way1shot": 0.91, "5way5shot": 0.97, "20way1shot": 0.77, "20way5shot": 0.90}
+
+
+def _header(result: dict) -> str:
+    meta = result["meta"]
+    return (
+        f"# eval.py --mode={meta['mode']}\n\n"
+        f"Run `{meta['logdir']}` at step {meta['checkpoint_step']}; test split of `{meta['split']}` "
+        f"at {meta['image_size']}x{meta['image_size']}; seed {meta['seed']}; {meta['runtime_sec']:.0f} s.\n\n"
+    )
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _nats(value: float | None) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+
+
+def nll_markdown(result: dict) -> str:
+    rows = [
+        ["NLL bound (K = {})".format(result["num_importance_samples"]),
+         f"{result['nll_nats']:.2f} ± {result['nll_stderr']:.2f}"],
+        ["negative ELBO (K = 1)", f"{result['elbo_nats']:.2f}"],
+        ["reconstruction", f"{result['recon_nats']:.2f}"],
+        ["KL(q(a|x) ‖ p(a))", f"{result['kl_a']:.3f}"],
+        ["E KL(q(z) ‖ p(z))", f"{result['kl_z']:.2f}"],
+    ]
+    published = [[f"paper: {name}", _nats(value)] for name, value in PUBLISHED_NLL.items()]
+    return (
+        _header(result)
+        + f"{result['num_examples']} test targets; memory: {result['memory']}. Nats, ± one standard error.\n\n"
+        + _table(["quantity", "nats"], rows + published)
+    )
+
+
+def conditional_markdown(result: dict) -> str:
+    shots = list(next(iter(result["table"].values())).keys())
+    rows = []
+    for classes, row in result["table"].items():
+        errors = result["stderr"][classes]
+        rows.append(["this model", classes] + [f"{row[n]:.1f} ± {errors[n]:.1f}" for n in shots])
+        for name in ("VMA", "GMN"):
+            published = PUBLISHED_CONDITIONAL[name].get(int(classes))
+            if published:
+                rows.append([f"paper: {name}", classes] + [_nats(published.get(int(n))) for n in shots])
+    return (
+        _header(result)
+        + f"NLL of the next image given the first n of a sequence of 20 from C test classes; "
+        f"K = {result['num_importance_samples']}, {result['num_sequences']} sequences per cell, "
+        "± one standard error. The paper's rows are for models trained on the Lake split at 28x28.\n\n"
+        + _table(["model", "C"] + [f"n = {n}" for n in shots], rows)
+    )
+
+
+def memory_sweep_markdown(result: dict) -> str:
+    by_classes = [
+        [str(p["classes"]), str(p["memory_size"]), f"{p['nll_nats']:.1f} ± {p['nll_stderr']:.1f}",
+         _nats(p["optimal_reference_nats"]), f"{p['kl_a']:.2f}"]
+        for p in result["by_classes"]
+    ]
+    by_shots = [
+        [str(p["shots"]), str(p["memory_size"]), f"{p['nll_nats']:.1f} ± {p['nll_stderr']:.1f}", f"{p['kl_a']:.2f}"]
+        for p in result["by_shots"]
+    ]
+    return (
+        _header(result)
+        + f"K = {result['num_importance_samples']}. Every point uses the same draws of targets and classes, so "
+        "± (one standard error of the level, mostly the spread between characters) overstates the noise "
+        "of the differences between points.\n\n"
+        + f"## A: classes in memory, {result['fixed_shots']} images each\n\n"
+        + _table(["classes", "|M|", "NLL (nats)", "optimal: NLL(C=1) + log C", "KL_a"], by_classes)
+        + f"\n## B: all {result['num_test_classes']} test classes in memory\n\n"
+        + _table(["images per class", "|M|", "NLL (nats)", "KL_a"], by_shots)
+    )
+
+
+def classification_markdown(result: dict) -> str:
+    rows = [
+        [name, f"{r['accuracy']:.3f} ± {r['ci95']:.3f}", f"{r['accuracy_iw']:.3f} ± {r['ci95_iw']:.3f}",
+         _nats(None) if name not in PUBLISHED_ACCURACY else f"{PUBLISHED_ACCURACY[name]:.2f}"]
+        for name, r in result["tasks"].items()
+    ]
+    return (
+        _header(result)
+        + f"{result['episodes']} episodes per task, {result['queries_per_class']} queries per class; "
+        f"± 95% interval. Importance-weighted: K = {result['iw_samples']}.\n\n"
+        + _table(["task", "p(c|x) from q(a|x)", "importance-weighted", "paper, q(a|x)"], rows)
+    )
+
+
+def samples_markdown(result: dict) -> str:
+    rows = [
+        [str(i), " ".join(f"{p:.2f}{'*' if same else ''}" for p, same in zip(probs, same_class))]
+        for i, (probs, same_class) in enumerate(zip(result["top5_probabilities"], result["top5_same_class"]))
+    ]
+    return (
+        _header(result)
+        + "Figures: `*_one_shot.png` (first column: the only image in memory; then samples from p(x|M)) and "
+        f"`*_addressing.png` (a target, then its 5 most probable of {result['memory_size']} memory entries "
+        "under q(a|x)).\n\n"
+        f"Top-1 entry of the target's class: {result['top1_same_class_rate']:.2f}. Top-5 q(a|x) per target "
+        "(* = the target's class):\n\n"
+        + _table(["target", "q(a|x) of the top 5"], rows)
+    )
+
+
+MARKDOWN = {
+    "nll": nll_markdown,
+    "conditional": conditional_markdown,
+    "memory_sweep": memory_sweep_markdown,
+    "classification": classification_markdown,
+    "samples": samples_markdown,
+}
+
+
+def memory_sweep_figure(result: dict, path: str) -> None:
+    """Figure 5 A and B side by side."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    classes = [p["classes"] for p in result["by_classes"]]
+    left.errorbar(classes, [p["nll_nats"] for p in result["by_classes"]],
+                  yerr=[p["nll_stderr"] for p in result["by_classes"]], marker="o", label="this model")
+    reference = [p["optimal_reference_nats"] for p in result["by_classes"]]
+    if reference[0] is not None:
+        left.plot(classes, reference, "k--", label="optimal: NLL(C=1) + log C")
+    left.set(xscale="log", xlabel="classes in memory", ylabel="NLL (nats)",
+             title=f"A: {result['fixed_shots']} images per class")
+    left.legend()
+    shots = [p["shots"] for p in result["by_shots"]]
+    right.errorbar(shots, [p["nll_nats"] for p in result["by_shots"]],
+                   yerr=[p["nll_stderr"] for p in result["by_shots"]], marker="o")
+    right.set(xlabel="images per class in memory", ylabel="NLL (nats)",
+              title=f"B: all {result['num_test_classes']} test classes in memory")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _image_rows(rows: np.ndarray, path: str, titles: list[list[str]] | None = None) -> None:
+    """rows [R, C, H, W] in [0, 1] as a grid of R x C images, ink dark."""
+    num_rows, num_columns = rows.shape[:2]
+    figure, axes = plt.subplots(num_rows, num_columns, figsize=(num_columns * 0.9, num_rows * 1.0), squeeze=False)
+    for r in range(num_rows):
+        for c in range(num_columns):
+            axes[r, c].imshow(1.0 - rows[r, c], cmap="gray", vmin=0, vmax=1)
+            axes[r, c].set_axis_off()
+            if titles:
+                axes[r, c].set_title(titles[r][c], fontsize=7)
+    figure.tight_layout(pad=0.3)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def samples_figures(result: dict, images: dict, stem: str) -> list[str]:
+    """Writes `<stem>_one_shot.png` and `<stem>_addressing.png`; returns their paths."""
+    one_shot, addressing = f"{stem}_one_shot.png", f"{stem}_addressing.png"
+    _image_rows(images["one_shot"], one_shot)
+    grid = np.concatenate([images["targets"][:, None], images["top_entries"]], axis=1)
+    titles = [
+        ["target"] + [f"{p:.2f}{'*' if same else ''}" for p, same in zip(probs, same_class)]
+        for probs, same_class in zip(result["top5_probabilities"], result["top5_same_class"])
+    ]
+    _image_rows(grid, addressing, titles)
+    return [one_shot, addressing]

@@ -1,0 +1,110 @@
+"""One evaluation end to end: restore the run, load its test split, run a mode, write the reports.
+
+Outputs (default `LOGDIR/eval/<mode>.json`): the JSON result, a Markdown table beside it
+(`.md`) and, for modes with figures, PNGs with the same stem. The checkpoints are only read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+
+from vma_tf import checkpoints
+from vma_tf.config import EvalConfig
+from vma_tf.data import omniglot
+from vma_tf.errors import UserInputError
+from vma_tf.evaluation import modes, reports
+
+logger = logging.getLogger(__name__)
+
+
+def validate(config: EvalConfig) -> None:
+    """Raises UserInputError for settings that cannot work, before any model or data is loaded."""
+    positive = {
+        "--num_importance_samples": config.num_importance_samples,
+        "--pairs_per_call": config.pairs_per_call,
+        "--num_episodes": config.num_episodes,
+        "--num_sequences": config.num_sequences,
+        "--sweep_fixed_shots": config.sweep_fixed_shots,
+        "--sweep_memories": config.sweep_memories,
+        "--sweep_targets": config.sweep_targets,
+        "--classification_episodes": config.classification_episodes,
+        "--queries_per_class": config.queries_per_class,
+        "--iw_samples": config.iw_samples,
+        "--sample_rows": config.sample_rows,
+        "--samples_per_row": config.samples_per_row,
+    }
+    for name, value in positive.items():
+        if value < 1:
+            raise UserInputError(f"{name} must be positive, got {value}")
+    for name in ("classes", "shots", "sweep_classes", "sweep_shots"):
+        values = getattr(config, name)
+        if not values or min(values) < 1:
+            raise UserInputError(f"--{name} must be a list of positive integers, got {list(values)}")
+
+
+def default_output(logdir: str, mode: str) -> str:
+    return os.path.join(logdir, "eval", f"{mode}.json")
+
+
+def run_evaluation(
+    logdir: str,
+    mode: str,
+    config: EvalConfig,
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+    output_json: str | None = None,
+) -> dict:
+    """Evaluates the latest checkpoint in `logdir` in `mode`; returns the JSON result.
+
+    data_dir and cache_dir replace the run's own when given (the run may have been trained
+    elsewhere); the split and image size are always the run's.
+    """
+    if mode not in modes.MODES:
+        raise UserInputError(f"--mode must be one of {sorted(modes.MODES)}, got {mode!r}")
+    validate(config)
+    run, model, step = checkpoints.restore_model(logdir)
+    data = run.data
+    if data_dir is not None:
+        data = dataclasses.replace(data, data_dir=data_dir)
+    if cache_dir is not None:
+        data = dataclasses.replace(data, cache_dir=cache_dir)
+    test = omniglot.load_splits(data)["test"]
+
+    started = time.perf_counter()
+    result = modes.MODES[mode](model, test, run, config)
+    images = result.pop("images", None)
+    result["meta"] = {
+        "mode": mode,
+        "logdir": logdir,
+        "checkpoint_step": step,
+        "split": data.split,
+        "image_size": data.image_size,
+        "seed": config.seed,
+        "runtime_sec": time.perf_counter() - started,
+        "eval_config": dataclasses.asdict(config),
+    }
+
+    output_json = output_json or default_output(logdir, mode)
+    os.makedirs(os.path.dirname(os.path.abspath(output_json)), exist_ok=True)
+    stem = os.path.splitext(output_json)[0]
+    figures = []
+    if mode == "memory_sweep":
+        figures.append(f"{stem}.png")
+        reports.memory_sweep_figure(result, figures[0])
+    if images is not None:
+        figures += reports.samples_figures(result, images, stem)
+    result["meta"]["figures"] = figures
+    _write_atomically(output_json, json.dumps(result, indent=2))
+    _write_atomically(f"{stem}.md", reports.MARKDOWN[mode](result))
+    logger.info("wrote %s, %s.md %s", output_json, stem, " ".join(figures))
+    return result
+
+
+def _write_atomically(path: str, text: str) -> None:
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
