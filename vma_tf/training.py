@@ -20,7 +20,7 @@ import tensorflow as tf
 from vma_tf import checkpoints, objectives
 from vma_tf.config import RunConfig
 from vma_tf.data import episodes, omniglot
-from vma_tf.errors import UserInputError
+from vma_tf.errors import UserInputError, require_positive
 from vma_tf.models import build_model
 from vma_tf.seeds import seed_for
 
@@ -42,7 +42,7 @@ def validate(config: RunConfig) -> None:
         raise UserInputError(f"--prior must be 'learned' or 'flat', got {model.prior!r}")
     if train.mixed_precision not in PRECISIONS:
         raise UserInputError(f"--mixed_precision must be one of {PRECISIONS}")
-    positive = {
+    require_positive({
         "--steps": train.steps,
         "--checkpoint_every": train.checkpoint_every,
         "--log_every": train.log_every,
@@ -50,10 +50,7 @@ def validate(config: RunConfig) -> None:
         "--embed_dim": model.embed_dim,
         "--conv_channels": model.conv_channels,
         "--hidden_units": model.hidden_units,
-    }
-    for name, value in positive.items():
-        if value < 1:
-            raise UserInputError(f"{name} must be positive, got {value}")
+    })
     if train.learning_rate <= 0 or train.weight_decay < 0:
         raise UserInputError("--learning_rate must be positive and --weight_decay non-negative")
 

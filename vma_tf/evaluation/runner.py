@@ -15,7 +15,7 @@ import time
 from vma_tf import checkpoints
 from vma_tf.config import EvalConfig
 from vma_tf.data import omniglot
-from vma_tf.errors import UserInputError
+from vma_tf.errors import UserInputError, require_positive
 from vma_tf.evaluation import modes, reports
 
 logger = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 def validate(config: EvalConfig) -> None:
     """Raises UserInputError for settings that cannot work, before any model or data is loaded."""
-    positive = {
+    require_positive({
         "--num_importance_samples": config.num_importance_samples,
         "--pairs_per_call": config.pairs_per_call,
         "--num_episodes": config.num_episodes,
@@ -36,10 +36,7 @@ def validate(config: EvalConfig) -> None:
         "--iw_samples": config.iw_samples,
         "--sample_rows": config.sample_rows,
         "--samples_per_row": config.samples_per_row,
-    }
-    for name, value in positive.items():
-        if value < 1:
-            raise UserInputError(f"{name} must be positive, got {value}")
+    })
     for name in ("classes", "shots", "sweep_classes", "sweep_shots"):
         values = getattr(config, name)
         if not values or min(values) < 1:
