@@ -1,7 +1,8 @@
 """Evaluates a trained run on its test split: `python eval.py --logdir=DIR --mode=MODE`.
 
 Modes: nll (importance-sampled test NLL and its decomposition), conditional (Table 1),
-memory_sweep (Figure 5), classification (few-shot accuracy), samples (Figures 3 and 4A).
+memory_sweep (Figure 5), classification (few-shot accuracy), samples (Figures 3 and 4A);
+export writes the SavedModel LOGDIR/saved_model from the latest checkpoint.
 Writes LOGDIR/eval/<mode>.json (or --output_json), a Markdown table beside it and PNGs.
 """
 
@@ -16,8 +17,8 @@ from vma_tf.config import EvalConfig, from_flag_values  # noqa: E402
 from vma_tf.errors import UserInputError  # noqa: E402
 
 flags.DEFINE_string("logdir", None, "A training run's logdir (config.json and checkpoints/).", required=True)
-flags.DEFINE_enum("mode", "nll", ["nll", "conditional", "memory_sweep", "classification", "samples"],
-                  "What to evaluate.")
+flags.DEFINE_enum("mode", "nll", ["nll", "conditional", "memory_sweep", "classification", "samples", "export"],
+                  "What to evaluate; export writes LOGDIR/saved_model instead.")
 flags.DEFINE_string("data_dir", None, "Dataset root, if not the one the run was trained with.")
 flags.DEFINE_string("cache_dir", None, "Preprocessed-array cache, if not the run's.")
 flags.DEFINE_string("output_json", None, "Result file (default LOGDIR/eval/<mode>.json); .md and .png beside it.")
@@ -59,9 +60,13 @@ def eval_config() -> EvalConfig:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from vma_tf import export
     from vma_tf.evaluation import reports, runner
 
     try:
+        if FLAGS.mode == "export":
+            logging.info("exported %s", export.export_run(FLAGS.logdir))
+            return
         result = runner.run_evaluation(
             FLAGS.logdir, FLAGS.mode, eval_config(), FLAGS.data_dir, FLAGS.cache_dir, FLAGS.output_json
         )

@@ -52,6 +52,7 @@ flags.DEFINE_integer("image_summary_every", 1000, "Steps between image and histo
 flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
                   "Keras dtype policy; distributions stay float32. mixed_float16 is for GPUs.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the step (slower on CPU, try on GPU).")
+flags.DEFINE_bool("export", True, "Write LOGDIR/saved_model (plain-TensorFlow signatures) when training ends.")
 
 FLAGS = flags.FLAGS
 

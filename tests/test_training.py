@@ -15,7 +15,7 @@ from conftest import REPO
 TINY = [
     "--conv_channels=4", "--embed_dim=8", "--latent_dim=4", "--hidden_units=8",
     "--classes_per_batch=2", "--targets_per_class=2", "--memory_per_class=2",
-    "--log_every=1", "--image_summary_every=5", "--checkpoint_every=3", "--steps=3",
+    "--log_every=1", "--image_summary_every=5", "--checkpoint_every=3", "--steps=3", "--export=false",
 ]
 
 

@@ -80,6 +80,7 @@ class TrainConfig:
     image_summary_every: int = 1000
     mixed_precision: str = "float32"
     jit_compile: bool = False
+    export: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ import time
 import keras
 import tensorflow as tf
 
-from vma_tf import checkpoints, objectives
+from vma_tf import checkpoints, export, objectives
 from vma_tf.config import RunConfig
 from vma_tf.data import episodes, omniglot
 from vma_tf.errors import UserInputError, require_positive
@@ -161,6 +161,7 @@ def train(config: RunConfig) -> dict[str, float]:
     checkpoints.write_run_config(config)
     if start >= train_config.steps:
         logger.info("step %d already reached in %s", start, train_config.logdir)
+        _export(config)
         return {}
     logger.info("training from step %d to %d in %s", start, train_config.steps, train_config.logdir)
 
@@ -189,7 +190,13 @@ def train(config: RunConfig) -> dict[str, float]:
             if step % train_config.checkpoint_every == 0 or step == train_config.steps:
                 trainer.manager.save(checkpoint_number=step)
     writer.flush()
+    _export(config)
     return metrics
+
+
+def _export(config: RunConfig) -> None:
+    if config.train.export:
+        logger.info("exported %s", export.export_run(config.train.logdir))
 
 
 def _log_progress(metrics: dict[str, float], total_steps: int) -> None:

@@ -37,19 +37,52 @@ class BoundEstimate:
     kl_z: np.ndarray
 
 
-def chunk_sizes(num_samples: int, num_targets: int, pairs_per_call: int = DEFAULT_PAIRS_PER_CALL) -> list[int]:
-    """Splits K samples into chunks of at most max(1, pairs_per_call // B) samples each."""
-    if num_samples < 1:
-        raise ValueError(f"the number of importance samples must be positive, got {num_samples}")
-    chunk = max(1, min(num_samples, pairs_per_call // max(num_targets, 1)))
-    sizes = [chunk] * (num_samples // chunk)
-    if num_samples % chunk:
-        sizes.append(num_samples % chunk)
-    return sizes
+def streamed_sums(
+    model, x: tf.Tensor, encoding, num_samples: tf.Tensor | int, pairs_per_call: int, seed: tf.Tensor
+) -> dict[str, tf.Tensor]:
+    """Draws K = num_samples samples for targets x [B, H, W, 1] in chunks, inside the graph.
+
+    Chunks hold max(1, pairs_per_call // B) samples (the last one the rest); chunk i draws with
+    fold_in(seed, i). Returns float32 [B] tensors: log_sum_w = log sum_k w_k, the sums over k of
+    log w_k, of log p(x|z_k, m_a_k) and of KL_z, and the exact kl_a.
+    """
+    num_samples = tf.convert_to_tensor(num_samples, tf.int32)
+    tf.debugging.assert_positive(num_samples, message="the number of importance samples must be positive")
+    batch = tf.shape(x)[0]
+    chunk = tf.clip_by_value(pairs_per_call // tf.maximum(batch, 1), 1, num_samples)
+    zeros = tf.zeros([batch])
+
+    def add_chunk(index, log_sum_w, sum_log_w, sum_log_likelihood, sum_kl_z, kl_a):
+        size = tf.minimum(chunk, num_samples - index * chunk)
+        terms = model.log_weight_terms_encoded(x, encoding, size, tf.random.experimental.stateless_fold_in(seed, index))
+        log_weights = terms.log_weights
+        return (
+            index + 1,
+            tf.reduce_logsumexp(tf.stack([log_sum_w, tf.reduce_logsumexp(log_weights, axis=0)]), axis=0),
+            sum_log_w + tf.reduce_sum(log_weights, axis=0),
+            sum_log_likelihood + tf.reduce_sum(terms.log_likelihood, axis=0),
+            sum_kl_z + tf.reduce_sum(terms.kl_z, axis=0),
+            terms.kl_a,
+        )
+
+    _, log_sum_w, sum_log_w, sum_log_likelihood, sum_kl_z, kl_a = tf.while_loop(
+        lambda index, *_: index * chunk < num_samples,
+        add_chunk,
+        (tf.constant(0), zeros - float("inf"), zeros, zeros, zeros, zeros),
+        shape_invariants=(tf.TensorShape([]),) + (tf.TensorShape([None]),) * 5,
+        parallel_iterations=1,  # one chunk in flight: peak memory is one chunk's, whatever K is
+    )
+    return {
+        "log_sum_w": log_sum_w,
+        "sum_log_w": sum_log_w,
+        "sum_log_likelihood": sum_log_likelihood,
+        "sum_kl_z": sum_kl_z,
+        "kl_a": kl_a,
+    }
 
 
 class BoundEvaluator:
-    """Evaluates K-sample bounds of one model against memories encoded once per call.
+    """Evaluates K-sample bounds of one model, encoding each memory once per call.
 
     `model` exposes encode_memory(memory) and log_weight_terms_encoded(x, encoding, K, seed).
     """
@@ -57,40 +90,22 @@ class BoundEvaluator:
     def __init__(self, model, pairs_per_call: int = DEFAULT_PAIRS_PER_CALL):
         self.model = model
         self.pairs_per_call = pairs_per_call
-        self.encode_memory = tf.function(model.encode_memory, reduce_retracing=True)
-        self._chunk = tf.function(self._chunk_sums, reduce_retracing=True)
+        self._sums = tf.function(self._encode_and_sum, reduce_retracing=True)
 
-    def _chunk_sums(self, x, encoding, num_samples: int, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        terms = self.model.log_weight_terms_encoded(x, encoding, num_samples, seed)
-        log_weights = terms.log_weights
-        return {
-            "log_sum_w": tf.reduce_logsumexp(log_weights, axis=0),
-            "sum_log_w": tf.reduce_sum(log_weights, axis=0),
-            "sum_log_likelihood": tf.reduce_sum(terms.log_likelihood, axis=0),
-            "sum_kl_z": tf.reduce_sum(terms.kl_z, axis=0),
-            "kl_a": terms.kl_a,
-        }
-
-    def log_weight_chunks(self, x: tf.Tensor, memory: tf.Tensor, num_samples: int, seed: tf.Tensor):
-        """Yields the per-chunk sums (dict of [B] tensors) of K = num_samples draws."""
-        encoding = self.encode_memory(memory)
-        for index, size in enumerate(chunk_sizes(num_samples, int(x.shape[0]), self.pairs_per_call)):
-            chunk_seed = tf.random.experimental.stateless_fold_in(seed, index)
-            yield self._chunk(x, encoding, size, chunk_seed)
+    def _encode_and_sum(self, x, memory, num_samples, seed):
+        encoding = self.model.encode_memory(memory)
+        return streamed_sums(self.model, x, encoding, num_samples, self.pairs_per_call, seed)
 
     def __call__(self, x: tf.Tensor, memory: tf.Tensor, num_samples: int, seed: tf.Tensor) -> BoundEstimate:
         """Bounds for targets x [B, H, W, 1] given memory [M, H, W, 1], with stateless seed int32 [2]."""
-        log_sum_w = np.full(int(x.shape[0]), -np.inf)
-        totals: dict[str, np.ndarray] = {}
-        for sums in self.log_weight_chunks(x, memory, num_samples, seed):
-            log_sum_w = np.logaddexp(log_sum_w, sums["log_sum_w"].numpy().astype(np.float64))
-            for name in ("sum_log_w", "sum_log_likelihood", "sum_kl_z"):
-                totals[name] = totals.get(name, 0.0) + sums[name].numpy().astype(np.float64)
-            kl_a = sums["kl_a"].numpy().astype(np.float64)
+        sums = {
+            name: value.numpy().astype(np.float64)
+            for name, value in self._sums(x, memory, tf.constant(num_samples, tf.int32), seed).items()
+        }
         return BoundEstimate(
-            nll=-(log_sum_w - math.log(num_samples)),
-            elbo=-totals["sum_log_w"] / num_samples,
-            recon=-totals["sum_log_likelihood"] / num_samples,
-            kl_a=kl_a,
-            kl_z=totals["sum_kl_z"] / num_samples,
+            nll=-(sums["log_sum_w"] - math.log(num_samples)),
+            elbo=-sums["sum_log_w"] / num_samples,
+            recon=-sums["sum_log_likelihood"] / num_samples,
+            kl_a=sums["kl_a"],
+            kl_z=sums["sum_kl_z"] / num_samples,
         )
