@@ -3,6 +3,7 @@
 Rerunning the same command resumes from the latest checkpoint in --logdir.
 """
 
+import dataclasses
 import os
 import sys
 
@@ -18,7 +19,7 @@ from vma_tf.config import (  # noqa: E402
     TrainConfig,
     from_flag_values,
 )
-from vma_tf.errors import UserInputError  # noqa: E402
+from vma_tf.errors import RunDivergedError, RunInterruptedError, UserInputError  # noqa: E402
 
 # Data
 flags.DEFINE_string("data_dir", None, "Dataset root laid out like shared/data (omniglot/); None: TFDS.")
@@ -52,17 +53,26 @@ flags.DEFINE_integer("image_summary_every", 1000, "Steps between image and histo
 flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
                   "Keras dtype policy; distributions stay float32. mixed_float16 is for GPUs.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the step (slower on CPU, try on GPU).")
+flags.DEFINE_float("clip_global_norm", 0.0, "Clip the gradient to this global norm; 0: no clipping.")
+flags.DEFINE_integer("max_nonfinite_steps", 10,
+                     "Non-finite steps are skipped; this many in a row stop the run (0: never stop).")
+flags.DEFINE_list("poison_steps", [], "Test hook: these steps' targets become NaN (to exercise the skipping).")
 flags.DEFINE_bool("export", True, "Write LOGDIR/saved_model (plain-TensorFlow signatures) when training ends.")
 
 FLAGS = flags.FLAGS
 
 
 def run_config():
+    try:
+        poison_steps = tuple(int(step) for step in FLAGS.poison_steps)
+    except ValueError as e:
+        raise UserInputError(f"--poison_steps takes comma-separated step numbers ({e})") from e
+    train = dataclasses.replace(from_flag_values(TrainConfig, FLAGS), poison_steps=poison_steps)
     return RunConfig(
         data=from_flag_values(DataConfig, FLAGS),
         episodes=from_flag_values(EpisodeConfig, FLAGS),
         model=from_flag_values(ModelConfig, FLAGS),
-        train=from_flag_values(TrainConfig, FLAGS),
+        train=train,
     )
 
 
@@ -73,8 +83,11 @@ def main(argv):
 
     try:
         training.train(run_config())
-    except UserInputError as e:
+    except (UserInputError, RunDivergedError) as e:
         sys.exit(f"train.py: error: {e}")
+    except RunInterruptedError as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        sys.exit(128 + e.signal_number)
 
 
 if __name__ == "__main__":

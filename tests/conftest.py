@@ -1,5 +1,6 @@
 """Shared fixtures. Tests that need the real datasets read VMA_DATA_DIR and fail loudly in CI."""
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -39,3 +40,13 @@ def smoke_run(data_dir, cache_dir, tmp_path_factory) -> str:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return logdir
+
+
+def checkpoint_digest(logdir: str) -> str:
+    """A hash of every file in logdir/checkpoints: equal before and after means untouched."""
+    folder = os.path.join(logdir, "checkpoints")
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), "rb") as f:
+            digest.update(name.encode() + f.read())
+    return digest.hexdigest()

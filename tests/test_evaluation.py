@@ -1,7 +1,6 @@
 """eval.py end to end on a model trained by smoke.flags: every mode, determinism, read-only
 checkpoints, bad input; and the test split's classes are unseen in training."""
 
-import hashlib
 import json
 import os
 import re
@@ -11,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO
+from conftest import REPO, checkpoint_digest
 from PIL import Image
 
 from vma_tf.config import DataConfig
@@ -35,15 +34,6 @@ def run_eval(*args, check=True):
     return result
 
 
-def _checkpoint_digest(logdir):
-    folder = os.path.join(logdir, "checkpoints")
-    digest = hashlib.sha256()
-    for name in sorted(os.listdir(folder)):
-        with open(os.path.join(folder, name), "rb") as f:
-            digest.update(name.encode() + f.read())
-    return digest.hexdigest()
-
-
 def _assert_png(path):
     with Image.open(path) as image:
         image.verify()
@@ -54,7 +44,7 @@ def _assert_png(path):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["nll", "conditional", "memory_sweep", "classification", "samples"])
 def test_every_mode_runs_on_a_smoke_model(mode, smoke_run, data_dir, cache_dir, tmp_path):
-    before = _checkpoint_digest(smoke_run)
+    before = checkpoint_digest(smoke_run)
     output = str(tmp_path / f"{mode}.json")
     run_eval(f"--logdir={smoke_run}", f"--mode={mode}", f"--data_dir={data_dir}", f"--cache_dir={cache_dir}",
              f"--output_json={output}", *SMALL)
@@ -63,7 +53,7 @@ def test_every_mode_runs_on_a_smoke_model(mode, smoke_run, data_dir, cache_dir, 
     with open(str(tmp_path / f"{mode}.md")) as f:
         assert "| " in f.read()
     assert result["meta"]["checkpoint_step"] == 150 and result["meta"]["split"] == "45_5"
-    assert _checkpoint_digest(smoke_run) == before  # evaluation only reads the checkpoints
+    assert checkpoint_digest(smoke_run) == before  # evaluation only reads the checkpoints
 
     if mode == "nll":
         assert result["num_importance_samples"] == 20 and result["num_examples"] == 2 * 32

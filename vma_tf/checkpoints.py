@@ -59,3 +59,21 @@ def restore_model(logdir: str) -> tuple[RunConfig, keras.Model, int]:
     status = tf.train.Checkpoint(model=model, step=step).read(latest)
     status.expect_partial().assert_existing_objects_matched()
     return config, model, int(step.numpy())
+
+
+def check_compatible(config: RunConfig) -> None:
+    """Raises UserInputError when `config.train.logdir` holds a run whose model differs from
+    `config.model`: restoring it would fail or be partial, and continuing would overwrite it."""
+    logdir = config.train.logdir
+    if tf.train.latest_checkpoint(checkpoint_dir(logdir)) is None:
+        return
+    if not os.path.isfile(os.path.join(logdir, CONFIG_FILE)):
+        raise UserInputError(f"{logdir} holds checkpoints but no {CONFIG_FILE}; use another --logdir")
+    stored = read_run_config(logdir).model
+    for field in dataclasses.fields(stored):
+        old, new = getattr(stored, field.name), getattr(config.model, field.name)
+        if old != new:
+            raise UserInputError(
+                f"--{field.name}={new} but the checkpoint in {logdir} was trained with --{field.name}={old}; "
+                "use another --logdir or the same setting"
+            )

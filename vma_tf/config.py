@@ -65,7 +65,12 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """The optimisation and bookkeeping of one run; `logdir` holds all of its state."""
+    """The optimisation and bookkeeping of one run; `logdir` holds all of its state.
+
+    clip_global_norm: clip the gradient to this global norm (0: off). A step whose loss or
+    gradient is not finite is skipped; max_nonfinite_steps in a row stop the run (0: never).
+    poison_steps: a test hook; these steps' targets are replaced by NaN.
+    """
 
     logdir: str
     steps: int = 100_000
@@ -81,6 +86,9 @@ class TrainConfig:
     mixed_precision: str = "float32"
     jit_compile: bool = False
     export: bool = True
+    clip_global_norm: float = 0.0
+    max_nonfinite_steps: int = 10
+    poison_steps: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

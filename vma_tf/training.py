@@ -12,6 +12,8 @@ import dataclasses
 import json
 import logging
 import os
+import signal
+import threading
 import time
 
 import keras
@@ -20,7 +22,7 @@ import tensorflow as tf
 from vma_tf import checkpoints, export, objectives
 from vma_tf.config import RunConfig
 from vma_tf.data import episodes, omniglot
-from vma_tf.errors import UserInputError, require_positive
+from vma_tf.errors import RunDivergedError, RunInterruptedError, UserInputError, require_positive
 from vma_tf.models import build_model
 from vma_tf.seeds import seed_for
 
@@ -51,6 +53,8 @@ def validate(config: RunConfig) -> None:
         "--conv_channels": model.conv_channels,
         "--hidden_units": model.hidden_units,
     })
+    if train.clip_global_norm < 0 or train.max_nonfinite_steps < 0:
+        raise UserInputError("--clip_global_norm and --max_nonfinite_steps must be non-negative (0: off)")
     if train.learning_rate <= 0 or train.weight_decay < 0:
         raise UserInputError("--learning_rate must be positive and --weight_decay non-negative")
 
@@ -84,8 +88,10 @@ class Trainer:
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, checkpoints.checkpoint_dir(train.logdir), max_to_keep=train.max_checkpoints
         )
+        self.nonfinite_in_a_row = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_in_a_row")
         self._sums = tf.Variable(tf.zeros([len(METRICS)]), trainable=False, name="metric_sums")
         self._count = tf.Variable(0.0, trainable=False, name="metric_count")
+        self._skipped = tf.Variable(0.0, trainable=False, name="skipped_steps")
         self.train_step = tf.function(self._train_step, jit_compile=train.jit_compile)
         self.write_images = tf.function(self._write_images)
 
@@ -95,12 +101,17 @@ class Trainer:
             self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
         return int(self.step.numpy())
 
-    def _train_step(self, episode: episodes.Episode) -> None:
+    def _train_step(self, episode: episodes.Episode) -> tf.Tensor:
+        """One step; returns how many steps in a row, this one included, were skipped as non-finite."""
         train = self.config.train
         seed = seed_for(train.seed, self.step, _MODEL_STREAM)
         variables = self.model.trainable_variables
+        targets = episode.targets
+        if train.poison_steps:
+            poisoned = tf.reduce_any(tf.equal(self.step + 1, tf.constant(train.poison_steps, tf.int64)))
+            targets = tf.where(poisoned, float("nan"), targets)
         with tf.GradientTape() as tape:
-            terms = self.model.log_weight_terms(episode.targets, episode.memory, train.num_samples, seed)
+            terms = self.model.log_weight_terms(targets, episode.memory, train.num_samples, seed)
             loss, bound = objectives.vimco_surrogate_loss(
                 terms.log_weights, terms.log_posterior_a, train.vimco_baseline
             )
@@ -108,8 +119,22 @@ class Trainer:
                 loss += 0.5 * train.weight_decay * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        # With mixed_float16 the loss-scale optimizer itself skips steps whose scaled gradient
+        # overflows (and lowers the scale); everywhere else a non-finite gradient skips the step.
+        checked = [loss] if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer) else [loss, *gradients]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in checked])
+        if train.clip_global_norm:
+            gradients, _ = tf.clip_by_global_norm(gradients, train.clip_global_norm)
+
+        def apply() -> tf.Tensor:
+            self.optimizer.apply_gradients(zip(gradients, variables))
+            return tf.constant(True)
+
+        tf.cond(finite, apply, lambda: tf.constant(False))
         self.step.assign_add(1)
+        self.nonfinite_in_a_row.assign(tf.where(finite, tf.constant(0, tf.int64), self.nonfinite_in_a_row + 1))
+        self._skipped.assign_add(1.0 - tf.cast(finite, tf.float32))
+        tf.summary.scalar("train/skipped_nonfinite", self._skipped, step=self.step)
 
         values = {
             "loss_nats": -tf.reduce_mean(bound),
@@ -118,10 +143,12 @@ class Trainer:
             "recon_nats": -tf.reduce_mean(terms.log_likelihood),
             "entropy_a": tf.reduce_mean(terms.entropy_a),
         }
-        self._sums.assign_add(tf.stack([values[name] for name in METRICS]))
-        self._count.assign_add(1.0)
+        stacked = tf.stack([values[name] for name in METRICS])
+        self._sums.assign_add(tf.where(finite, stacked, tf.zeros_like(stacked)))
+        self._count.assign_add(tf.cast(finite, tf.float32))
         for name, value in values.items():
             tf.summary.scalar(f"train/{name}", value, step=self.step)
+        return self.nonfinite_in_a_row
 
     def _write_images(self, episode: episodes.Episode) -> None:
         """Image grids of targets, memory, reconstructions, samples from p(x|M); q(a|x) histograms."""
@@ -141,11 +168,15 @@ class Trainer:
         tf.summary.histogram("addressing/q_a_max", tf.reduce_max(probs, axis=-1), step=step)
 
     def read_metrics(self) -> dict[str, float]:
-        """Means of the step metrics since the last call, in nats; resets the accumulators."""
+        """Means of the step metrics over the finite steps since the last call, in nats, and the
+        count of skipped non-finite steps; resets the accumulators."""
         means = (self._sums / tf.maximum(self._count, 1.0)).numpy()
+        metrics = {name: float(value) for name, value in zip(METRICS, means)}
+        metrics["skipped_nonfinite"] = int(self._skipped.numpy())
         self._sums.assign(tf.zeros_like(self._sums))
         self._count.assign(0.0)
-        return {name: float(value) for name, value in zip(METRICS, means)}
+        self._skipped.assign(0.0)
+        return metrics
 
 
 def train(config: RunConfig) -> dict[str, float]:
@@ -154,11 +185,14 @@ def train(config: RunConfig) -> dict[str, float]:
     splits = omniglot.load_splits(config.data)
     episodes.validate(splits["train"], config.episodes)
     train_config = config.train
+    checkpoints.check_compatible(config)
     os.makedirs(train_config.logdir, exist_ok=True)
 
     trainer = Trainer(config, splits["train"].image_size)
     start = trainer.restore()
     checkpoints.write_run_config(config)
+    metrics_path = os.path.join(train_config.logdir, "metrics.jsonl")
+    _drop_metrics_after(metrics_path, start)
     if start >= train_config.steps:
         logger.info("step %d already reached in %s", start, train_config.logdir)
         _export(config)
@@ -167,16 +201,22 @@ def train(config: RunConfig) -> dict[str, float]:
 
     dataset = episodes.episode_dataset(splits["train"], config.episodes, train_config.seed, start_step=start)
     writer = tf.summary.create_file_writer(train_config.logdir)
-    metrics_path = os.path.join(train_config.logdir, "metrics.jsonl")
     window_start, window_steps, metrics = time.perf_counter(), 0, {}
+    stop_signal = _StopSignal()
     with writer.as_default(), tf.summary.record_if(
         lambda: tf.equal(trainer.step % train_config.log_every, 0)
-    ):
-        # The step number is counted here, not read back from the variable, so the loop never
-        # waits for the device except when it logs.
+    ), stop_signal:
         for step, episode in enumerate(dataset.take(train_config.steps - start), start=start + 1):
-            trainer.train_step(episode)
+            nonfinite_in_a_row = trainer.train_step(episode)
             window_steps += 1
+            if train_config.max_nonfinite_steps and int(nonfinite_in_a_row) >= train_config.max_nonfinite_steps:
+                raise RunDivergedError(
+                    f"step {step}: the loss or its gradient was not finite for {int(nonfinite_in_a_row)} steps in "
+                    f"a row (--max_nonfinite_steps); kept the last checkpoint, {trainer.manager.latest_checkpoint}"
+                )
+            if stop_signal.received:
+                trainer.manager.save(checkpoint_number=step)
+                raise RunInterruptedError(stop_signal.received, step)
             if step % train_config.image_summary_every == 0 or step == start + 1:
                 trainer.write_images(episode)
             if step % train_config.log_every == 0 or step == start + 1:
@@ -192,6 +232,38 @@ def train(config: RunConfig) -> dict[str, float]:
     writer.flush()
     _export(config)
     return metrics
+
+
+class _StopSignal:
+    """While active, SIGTERM and SIGINT only set `received`; the loop then saves and stops."""
+
+    def __init__(self):
+        self.received = 0
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGTERM, signal.SIGINT):
+                self._previous[number] = signal.signal(number, self._receive)
+        return self
+
+    def _receive(self, number, frame) -> None:
+        self.received = number
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+def _drop_metrics_after(path: str, step: int) -> None:
+    """Rows of metrics.jsonl written after the checkpoint a run resumes from are redone: drop them."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    with open(path + ".tmp", "w") as f:
+        f.writelines(rows)
+    os.replace(path + ".tmp", path)
 
 
 def _export(config: RunConfig) -> None:

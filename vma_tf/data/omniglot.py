@@ -131,24 +131,36 @@ def _records_from_archives(sources: list[str]) -> Iterator[_Record]:
 
 
 def _png_files(source: str) -> Iterator[tuple[str, bytes]]:
-    """Yields (path inside the archive, bytes) of every PNG, in sorted order."""
+    """Yields (path inside the archive, bytes) of every PNG, in sorted order.
+
+    Raises UserInputError for a character folder (<alphabet>/<character>/) without PNGs.
+    """
     if os.path.isdir(source):
-        paths = sorted(
-            os.path.relpath(os.path.join(root, f), source)
-            for root, _, files in os.walk(source)
-            for f in files
-            if f.endswith(".png")
-        )
+        walked = [(os.path.relpath(root, source), files) for root, _, files in os.walk(source)]
+        folders = {root for root, _ in walked if root.count(os.sep) == 1}
+        paths = sorted(os.path.join(root, f) for root, files in walked for f in files if f.endswith(".png"))
+        _check_no_empty_class(source, folders, {os.path.dirname(path) for path in paths})
         for path in paths:
             with open(os.path.join(source, path), "rb") as f:
                 yield path, f.read()
         return
     try:
         with zipfile.ZipFile(source) as archive:
-            for name in sorted(n for n in archive.namelist() if n.endswith(".png")):
+            names = archive.namelist()
+            # Folder entries are <archive>/<alphabet>/<character>/.
+            folders = {n.rstrip("/") for n in names if n.endswith("/") and n.count("/") == 3}
+            pngs = sorted(n for n in names if n.endswith(".png"))
+            _check_no_empty_class(source, folders, {os.path.dirname(n) for n in pngs})
+            for name in pngs:
                 yield name, archive.read(name)
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise UserInputError(f"corrupt Omniglot archive {source}: {e}") from None
+
+
+def _check_no_empty_class(source: str, character_folders: set[str], folders_with_pngs: set[str]) -> None:
+    empty = sorted(character_folders - folders_with_pngs)
+    if empty:
+        raise UserInputError(f"{source}: character folder {empty[0]} holds no PNG images")
 
 
 def _decode_ink(data: bytes, where: str) -> np.ndarray:

@@ -1,0 +1,167 @@
+"""A run survives non-finite steps, SIGTERM and SIGKILL, and refuses an incompatible logdir."""
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import REPO
+from PIL import Image
+from test_training import TINY, model_weights, read_metrics, run_train
+
+
+def _last_error_line(result):
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_nonfinite_steps_are_skipped_and_counted(data_dir, cache_dir, tmp_path):
+    run_train(f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={tmp_path}", *TINY,
+              "--steps=6", "--poison_steps=3,4", "--clip_global_norm=5")
+    rows = read_metrics(str(tmp_path))
+    assert [row["step"] for row in rows] == list(range(1, 7))
+    assert [row["skipped_nonfinite"] for row in rows] == [0, 0, 1, 1, 0, 0]
+    assert all(np.isfinite(row["loss_nats"]) for row in rows)
+    weights, step = model_weights(str(tmp_path))
+    assert step == 6 and all(np.all(np.isfinite(w)) for w in weights.values())
+
+
+def test_too_many_nonfinite_steps_stop_the_run_naming_the_step(data_dir, cache_dir, tmp_path):
+    result = run_train(f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={tmp_path}", *TINY,
+                       "--steps=8", "--checkpoint_every=1", "--poison_steps=3,4,5", "--max_nonfinite_steps=3",
+                       check=False)
+    assert result.returncode == 1
+    assert _last_error_line(result).startswith("train.py: error: step 5: the loss or its gradient was not finite "
+                                               "for 3 steps in a row"), result.stderr[-2000:]
+    weights, step = model_weights(str(tmp_path))
+    assert step == 4 and all(np.all(np.isfinite(w)) for w in weights.values())
+
+
+def test_an_incompatible_logdir_is_refused_and_left_alone(data_dir, cache_dir, tmp_path):
+    common = [f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={tmp_path}", *TINY]
+    run_train(*common)
+    with open(tmp_path / "config.json") as f:
+        before = f.read()
+    result = run_train(*common, "--latent_dim=5", "--steps=6", check=False)
+    assert result.returncode == 1
+    assert _last_error_line(result) == (
+        f"train.py: error: --latent_dim=5 but the checkpoint in {tmp_path} was trained with --latent_dim=4; "
+        "use another --logdir or the same setting"
+    )
+    with open(tmp_path / "config.json") as f:
+        assert f.read() == before
+    assert model_weights(str(tmp_path))[1] == 3
+
+
+def _start(args):
+    return subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_rows(logdir, count, process, timeout=300):
+    deadline = time.time() + timeout
+    path = os.path.join(logdir, "metrics.jsonl")
+    while time.time() < deadline and process.poll() is None:
+        if os.path.isfile(path):
+            with open(path) as f:
+                if sum(1 for _ in f) >= count:
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"no {count} metrics rows in {logdir}")
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_at_the_current_step(data_dir, cache_dir, tmp_path):
+    args = [f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={tmp_path}", *TINY,
+            "--steps=100000", "--checkpoint_every=100000"]
+    process = _start(args)
+    _wait_for_rows(str(tmp_path), 5, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    _, step = model_weights(str(tmp_path))
+    assert step >= 5 and f"stopped by signal {int(signal.SIGTERM)} at step {step}" in stderr
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_at_most_a_checkpoint_interval(data_dir, cache_dir, tmp_path):
+    """Three SIGKILLs at random moments (during steps, checkpoint writes or the export), then a
+    rerun: the same step count, metrics and weights as a run that was never interrupted."""
+    steps, every = 40, 5
+    common = [f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", *TINY, f"--steps={steps}",
+              f"--checkpoint_every={every}", "--export=true"]
+    killed, straight = str(tmp_path / "killed"), str(tmp_path / "straight")
+    rng = random.Random(0)
+    losses = []
+    for _ in range(3):
+        # Kill only after progress beyond the previous kill, not while the rerun starts up.
+        written = len(read_metrics(killed)) if os.path.isfile(os.path.join(killed, "metrics.jsonl")) else 0
+        process = _start([*common, f"--logdir={killed}"])
+        _wait_for_rows(killed, min(steps - 1, written + rng.randint(1, every)), process)
+        time.sleep(rng.random() * 0.5)
+        process.kill()
+        process.wait()
+        rows = read_metrics(killed)
+        restored = model_weights(killed)[1] if os.path.isdir(os.path.join(killed, "checkpoints")) else 0
+        losses.append(rows[-1]["step"] - restored)
+    assert max(losses) <= every
+    run_train(*common, f"--logdir={killed}")
+    run_train(*common, f"--logdir={straight}")
+
+    killed_rows, straight_rows = read_metrics(killed), read_metrics(straight)
+    assert [row["step"] for row in killed_rows] == list(range(1, steps + 1))
+    assert [r["loss_nats"] for r in killed_rows] == [r["loss_nats"] for r in straight_rows]
+    killed_weights, killed_step = model_weights(killed)
+    straight_weights, straight_step = model_weights(straight)
+    assert killed_step == straight_step == steps
+    for name, value in straight_weights.items():
+        np.testing.assert_array_equal(killed_weights[name], value, err_msg=name)  # bitwise on one machine
+    assert os.path.isfile(os.path.join(killed, "saved_model", "saved_model.pb"))
+    with open(os.path.join(killed, "config.json")) as f:
+        assert json.load(f)["train"]["steps"] == steps
+
+
+def _write_png(path, size=105, ink=True):
+    pixels = np.full((size, size), 255, np.uint8)
+    if ink:
+        pixels[10:20, 10:20] = 0
+    Image.fromarray(pixels).save(path)
+
+
+def _extracted_omniglot(root):
+    """A minimal valid layout: 2 characters of 2 drawings in each archive folder."""
+    for archive, alphabet, first_id in (("images_background", "Alpha", 1), ("images_evaluation", "Tengwar", 3)):
+        for offset in range(2):
+            folder = root / "omniglot" / archive / alphabet / f"character{offset + 1:02d}"
+            folder.mkdir(parents=True)
+            for drawer in (1, 2):
+                _write_png(folder / f"{first_id + offset:04d}_{drawer:02d}.png")
+    return root / "omniglot" / "images_background" / "Alpha"
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("not_an_image", r"character01/0001_01.png is not a readable PNG image"),
+    ("wrong_size", r"character01/0001_01.png is 50x50, expected 105x105"),
+    ("empty_class", r"character folder Alpha/character03 holds no PNG images"),
+])
+def test_bad_data_is_named_and_nothing_is_cached(damage, message, tmp_path):
+    alphabet = _extracted_omniglot(tmp_path / "data")
+    if damage == "not_an_image":
+        (alphabet / "character01" / "0001_01.png").write_text("not a picture")
+    elif damage == "wrong_size":
+        _write_png(alphabet / "character01" / "0001_01.png", size=50)
+    else:
+        (alphabet / "character03").mkdir()
+    cache = tmp_path / "cache"
+    result = run_train(f"--data_dir={tmp_path / 'data'}", f"--cache_dir={cache}", f"--logdir={tmp_path / 'run'}",
+                       *TINY, "--classes_per_batch=1", "--targets_per_class=1", "--memory_per_class=1", check=False)
+    assert result.returncode == 1
+    last = _last_error_line(result)
+    assert last.startswith("train.py: error: ") and re.search(message, last), last
+    assert not cache.exists() or not os.listdir(cache)  # no cache, whole or partial
+    assert not (tmp_path / "run" / "checkpoints").exists()
