@@ -76,16 +76,17 @@ def _wait_for_rows(logdir, count, process, timeout=300):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_at_the_current_step(data_dir, cache_dir, tmp_path):
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_and_ctrl_c_save_a_checkpoint_at_the_current_step(signal_number, data_dir, cache_dir, tmp_path):
     args = [f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={tmp_path}", *TINY,
             "--steps=100000", "--checkpoint_every=100000"]
     process = _start(args)
     _wait_for_rows(str(tmp_path), 5, process)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal_number)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert process.returncode == 128 + signal_number, stderr[-2000:]
     _, step = model_weights(str(tmp_path))
-    assert step >= 5 and f"stopped by signal {int(signal.SIGTERM)} at step {step}" in stderr
+    assert step >= 5 and f"stopped by signal {int(signal_number)} at step {step}" in stderr
 
 
 @pytest.mark.slow

@@ -47,6 +47,9 @@ def model_weights(logdir):
         (["--memory_per_class=0"], "--memory_per_class must be at least 1"),
         (["--classes_per_batch=1480", "--split=45_5"], "needs 1480 classes .* split has 1479"),
         (["--data_dir=/nonexistent"], "missing Omniglot archive /nonexistent/omniglot/images_background.zip"),
+        (["--latent_dim=-1"], "--latent_dim must be positive, got -1"),
+        (["--clip_global_norm=-1"], "--clip_global_norm and --max_nonfinite_steps must be non-negative"),
+        (["--poison_steps=x"], "--poison_steps takes comma-separated step numbers"),
     ],
 )
 def test_bad_input_ends_with_one_line_error(flags, message, data_dir, cache_dir, tmp_path):

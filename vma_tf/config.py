@@ -138,7 +138,10 @@ class RunConfig:
     def from_dict(cls, values: dict) -> RunConfig:
         """The inverse of `dataclasses.asdict`, for reading `config.json`."""
         sections = {"data": DataConfig, "episodes": EpisodeConfig, "model": ModelConfig, "train": TrainConfig}
-        return cls(**{name: section(**values[name]) for name, section in sections.items()})
+        def fields(raw: dict) -> dict:  # JSON stores tuples as lists
+            return {key: tuple(value) if isinstance(value, list) else value for key, value in raw.items()}
+
+        return cls(**{name: section(**fields(values[name])) for name, section in sections.items()})
 
 
 def from_flag_values(config_class: type, values: object):
