@@ -6,6 +6,7 @@ export writes the SavedModel LOGDIR/saved_model from the latest checkpoint.
 Writes LOGDIR/eval/<mode>.json (or --output_json), a Markdown table beside it and PNGs.
 """
 
+import dataclasses
 import os
 import sys
 
@@ -54,7 +55,7 @@ def eval_config() -> EvalConfig:
         lists = {name: tuple(int(v) for v in getattr(FLAGS, name)) for name in _INTEGER_LISTS}
     except ValueError as e:
         raise UserInputError(f"--{', --'.join(_INTEGER_LISTS)} take comma-separated integers ({e})") from e
-    return EvalConfig(**{**config.__dict__, **lists})
+    return dataclasses.replace(config, **lists)
 
 
 def main(argv):

@@ -121,10 +121,14 @@ class Trainer:
         gradients = tape.gradient(scaled_loss, variables)
         # With mixed_float16 the loss-scale optimizer itself skips steps whose scaled gradient
         # overflows (and lowers the scale); everywhere else a non-finite gradient skips the step.
-        checked = [loss] if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer) else [loss, *gradients]
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in checked])
+        # One norm serves both: it is non-finite when any gradient is (or when they are so large
+        # that their squares overflow, which is divergence too), and clipping reuses it.
+        gradient_norm = tf.linalg.global_norm(gradients)
+        finite = tf.math.is_finite(loss)
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            finite = tf.logical_and(finite, tf.math.is_finite(gradient_norm))
         if train.clip_global_norm:
-            gradients, _ = tf.clip_by_global_norm(gradients, train.clip_global_norm)
+            gradients, _ = tf.clip_by_global_norm(gradients, train.clip_global_norm, use_norm=gradient_norm)
 
         def apply() -> tf.Tensor:
             self.optimizer.apply_gradients(zip(gradients, variables))

@@ -77,10 +77,3 @@ class FewShotClassifier:
             queries, support, tf.constant(support_labels, tf.int32), num_classes, seed
         )
         return feed_forward.numpy(), importance_weighted.numpy()
-
-
-def mean_and_ci95(values: np.ndarray) -> tuple[float, float]:
-    """Mean of per-episode values and the half-width of its normal 95% interval."""
-    values = np.asarray(values, np.float64)
-    half_width = 1.96 * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return float(values.mean()), float(half_width)

@@ -23,6 +23,7 @@ from vma_tf.seeds import seed_for
 
 _TASK_STREAM, _MODEL_STREAM = 11, 12
 SEQUENCE_LENGTH = 20
+_Z95 = 1.96  # half-width of a normal 95% interval, in standard errors
 
 
 def _seed(config: EvalConfig, stream: int, *indices: int) -> tf.Tensor:
@@ -219,10 +220,10 @@ def classification(model, test: CharacterSet, run: RunConfig, config: EvalConfig
             )
             accuracy.append(np.mean(feed_forward.argmax(-1) == query_labels))
             accuracy_iw.append(np.mean(importance_weighted.argmax(-1) == query_labels))
-        mean, ci95 = few_shot.mean_and_ci95(accuracy)
-        mean_iw, ci95_iw = few_shot.mean_and_ci95(accuracy_iw)
+        mean, stderr = _mean_and_stderr(accuracy)
+        mean_iw, stderr_iw = _mean_and_stderr(accuracy_iw)
         results[name] = {
-            "accuracy": mean, "ci95": ci95, "accuracy_iw": mean_iw, "ci95_iw": ci95_iw,
+            "accuracy": mean, "ci95": _Z95 * stderr, "accuracy_iw": mean_iw, "ci95_iw": _Z95 * stderr_iw,
             "ways": ways, "shots": shots,
         }
     return {
