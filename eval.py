@@ -1,7 +1,8 @@
 """Evaluates a trained run on its test split: `python eval.py --logdir=DIR --mode=MODE`.
 
 Modes: nll (importance-sampled test NLL and its decomposition), conditional (Table 1),
-memory_sweep (Figure 5), classification (few-shot accuracy), samples (Figures 3 and 4A);
+memory_sweep (Figure 5), classification (few-shot accuracy), samples (Figures 3 and 4A, or 2B
+for a learned memory); runs with a recall or learned memory have nll and samples only;
 export writes the SavedModel LOGDIR/saved_model from the latest checkpoint.
 Writes LOGDIR/eval/<mode>.json (or --output_json), a Markdown table beside it and PNGs.
 """
@@ -14,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from vma_tf.config import EvalConfig, from_flag_values  # noqa: E402
+from vma_tf.config import EvalConfig, from_flag_values, integer_lists  # noqa: E402
 from vma_tf.errors import UserInputError  # noqa: E402
 
 flags.DEFINE_string("logdir", None, "A training run's logdir (config.json and checkpoints/).", required=True)
@@ -26,7 +27,8 @@ flags.DEFINE_string("output_json", None, "Result file (default LOGDIR/eval/<mode
 flags.DEFINE_integer("seed", 0, "Seeds every task and every sample: same seed, same numbers.")
 flags.DEFINE_integer("num_importance_samples", 1000, "K of every likelihood bound (5000 works too).")
 flags.DEFINE_integer("pairs_per_call", 4000, "Sample-target pairs per model call: sets peak memory, not results.")
-flags.DEFINE_integer("num_episodes", 32, "nll: test episodes shaped like the training episodes.")
+flags.DEFINE_integer("num_episodes", 32, "nll: test batches shaped like the training batches.")
+flags.DEFINE_integer("memory_size", 0, "nll, samples of a recall run: test images in memory (0: the run's |M|).")
 flags.DEFINE_list("classes", ["1", "2", "4", "16"], "conditional: classes C per sequence.")
 flags.DEFINE_list("shots", ["1", "2", "3", "4", "5", "10", "19"], "conditional: conditioning images n.")
 flags.DEFINE_integer("num_sequences", 100, "conditional: sequences of 20 images per C.")
@@ -50,12 +52,7 @@ _INTEGER_LISTS = ("classes", "shots", "sweep_classes", "sweep_shots")
 
 
 def eval_config() -> EvalConfig:
-    config = from_flag_values(EvalConfig, FLAGS)
-    try:
-        lists = {name: tuple(int(v) for v in getattr(FLAGS, name)) for name in _INTEGER_LISTS}
-    except ValueError as e:
-        raise UserInputError(f"--{', --'.join(_INTEGER_LISTS)} take comma-separated integers ({e})") from e
-    return dataclasses.replace(config, **lists)
+    return dataclasses.replace(from_flag_values(EvalConfig, FLAGS), **integer_lists(FLAGS, _INTEGER_LISTS))
 
 
 def main(argv):

@@ -7,6 +7,9 @@ read as grayscale, turned so that ink = 1 (a light background is inverted), resi
 model's side, binarized and 4x4 max-pooled: the training preprocessing of Omniglot's 105x105
 drawings. The grid shows one memory image per row and, beside it, the samples drawn from
 that entry (the SavedModel reports each sample's address).
+
+A model trained with a learned memory takes no --memory: its grid has one row per address
+that the samples used.
 """
 
 import glob
@@ -22,7 +25,8 @@ from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 flags.DEFINE_string("saved_model", None, "Directory of a SavedModel written by train.py or eval.py --mode=export.",
                     required=True)
-flags.DEFINE_list("memory", None, "Image files or glob patterns (PNG, JPEG, ...): the memory.", required=True)
+flags.DEFINE_list("memory", None, "Image files or glob patterns (PNG, JPEG, ...): the memory "
+                                 "(none for a model with a learned memory).")
 flags.DEFINE_integer("num_samples", 16, "Samples drawn from p(x|M).")
 flags.DEFINE_integer("seed", 0, "Same seed, same samples.")
 flags.DEFINE_string("output", "samples.png", "The grid, written as PNG.")
@@ -59,17 +63,22 @@ def preprocess(path: str, size: int) -> np.ndarray:
     return binary.reshape(size, POOL, size, POOL).max(axis=(1, 3)).astype(np.float32)[..., None]
 
 
-def grid(memory: np.ndarray, images: np.ndarray, addresses: np.ndarray) -> np.ndarray:
-    """One row per memory entry: the entry, then its samples; uint8 with dark ink and grey gaps."""
-    size = memory.shape[1]
-    per_row = [images[addresses == row] for row in range(len(memory))]
-    columns = 1 + max(1, max(len(samples) for samples in per_row))
-    canvas = np.full((len(memory) * (size + 2), columns * (size + 2)), 0.75, np.float32)
-    for row, samples in enumerate(per_row):
-        for column, image in enumerate([memory[row], *samples]):
+def grid(rows: list[list[np.ndarray]]) -> np.ndarray:
+    """Images [S, S, 1] in rows; uint8 with dark ink and grey gaps."""
+    size = rows[0][0].shape[0]
+    columns = max(len(row) for row in rows)
+    canvas = np.full((len(rows) * (size + 2), columns * (size + 2)), 0.75, np.float32)
+    for row, images in enumerate(rows):
+        for column, image in enumerate(images):
             top, left = row * (size + 2) + 1, column * (size + 2) + 1
             canvas[top : top + size, left : left + size] = 1.0 - image[..., 0]
     return np.uint8(canvas * 255)
+
+
+def rows_by_address(images: np.ndarray, addresses: np.ndarray) -> list[list[np.ndarray]]:
+    """The samples grouped by their address, in the order the addresses first appear."""
+    order = list(dict.fromkeys(addresses.tolist()))
+    return [list(images[addresses == address]) for address in order]
 
 
 def main(argv):
@@ -81,16 +90,29 @@ def main(argv):
         sys.exit(f"sample.py: error: no SavedModel in {FLAGS.saved_model}")
     model = tf.saved_model.load(FLAGS.saved_model)
     sample = model.signatures["sample"]
-    size = sample.structured_input_signature[1]["memory"].shape[1]
-    try:
-        memory = np.stack([preprocess(path, size) for path in memory_paths(FLAGS.memory)])
-    except InputError as e:
-        sys.exit(f"sample.py: error: {e}")
-    drawn = sample(memory=tf.constant(memory), num_samples=tf.constant(FLAGS.num_samples), seed=tf.constant(FLAGS.seed))
-    picture = grid(memory, drawn["images"].numpy(), drawn["addresses"].numpy())
+    size = model.signatures["address_posterior"].structured_input_signature[1]["x"].shape[1]
+    count, seed = tf.constant(FLAGS.num_samples), tf.constant(FLAGS.seed)
+    if "memory" not in sample.structured_input_signature[1]:
+        if FLAGS.memory:
+            sys.exit("sample.py: error: this SavedModel reads its own learned memory; drop --memory")
+        drawn = sample(num_samples=count, seed=seed)
+        rows = rows_by_address(drawn["images"].numpy(), drawn["addresses"].numpy())
+        described = f"{len(rows)} addresses of the learned memory"
+    else:
+        if not FLAGS.memory:
+            sys.exit("sample.py: error: --memory is required: this SavedModel samples from a memory of images")
+        try:
+            memory = np.stack([preprocess(path, size) for path in memory_paths(FLAGS.memory)])
+        except InputError as e:
+            sys.exit(f"sample.py: error: {e}")
+        drawn = sample(memory=tf.constant(memory), num_samples=count, seed=seed)
+        images, addresses = drawn["images"].numpy(), drawn["addresses"].numpy()
+        rows = [[entry, *images[addresses == row]] for row, entry in enumerate(memory)]
+        described = f"{len(memory)} memory images"
+    picture = grid(rows)
     picture = np.kron(picture, np.ones((FLAGS.zoom, FLAGS.zoom), np.uint8))
     Image.fromarray(picture).save(FLAGS.output, format="PNG")
-    logging.info("wrote %s: %d memory images, %d samples", FLAGS.output, len(memory), FLAGS.num_samples)
+    logging.info("wrote %s: %s, %d samples", FLAGS.output, described, FLAGS.num_samples)
 
 
 if __name__ == "__main__":

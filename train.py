@@ -18,20 +18,34 @@ from vma_tf.config import (  # noqa: E402
     RunConfig,
     TrainConfig,
     from_flag_values,
+    integer_lists,
 )
 from vma_tf.errors import RunDivergedError, RunInterruptedError, UserInputError  # noqa: E402
 
 # Data
-flags.DEFINE_string("data_dir", None, "Dataset root laid out like shared/data (omniglot/); None: TFDS.")
+flags.DEFINE_enum("dataset", "omniglot", ["omniglot", "mnist"], "omniglot, or mnist (Larochelle's binarized MNIST).")
+flags.DEFINE_string("data_dir", None,
+                    "Dataset root laid out like shared/data (omniglot/, binarized_mnist/); None: TFDS.")
 flags.DEFINE_string("cache_dir", None, "Preprocessed-array cache (default $VMA_CACHE_DIR or ~/.cache/vma_tf).")
-flags.DEFINE_enum("split", "45_5", ["45_5", "lake"], "Omniglot split: 45/5 alphabets (paper) or Lake's.")
-flags.DEFINE_integer("image_size", 26, "26 (104 crop, 4x4 max-pool; the paper) or 28 (112 pad).")
+flags.DEFINE_enum("split", "45_5", ["45_5", "lake", "drawings"],
+                  "Omniglot split: 45/5 alphabets (paper), Lake's, or drawings (15 of each character train, 5 test).")
+flags.DEFINE_integer("image_size", 26, "Omniglot: 26 (104 crop, 4x4 max-pool; the paper) or 28 (112 pad). MNIST: 28.")
 # Episodes
 flags.DEFINE_integer("classes_per_batch", 8, "Character classes per training batch.")
 flags.DEFINE_integer("targets_per_class", 4, "Target images per class; batch = classes x targets.")
 flags.DEFINE_integer("memory_per_class", 4, "Memory images per class, disjoint from the targets.")
 flags.DEFINE_integer("confounding_classes", 0, "Extra classes that put images in memory only.")
+# Memory
+flags.DEFINE_enum("memory", "few_shot", ["few_shot", "recall", "learned"],
+                  "few_shot: other images of the targets' classes each step; recall: --memory_size random "
+                  "training images each step, the targets drawn from them; learned: trainable entries.")
+flags.DEFINE_integer("memory_size", 256, "|M| of a recall or learned memory.")
+flags.DEFINE_integer("memory_dim", 0, "Learned memory only: 0 for image entries, else vector entries of this size "
+                                      "(--model_arch=mlp; the paper's MNIST runs: 256).")
+flags.DEFINE_integer("batch_size", 32, "Targets per step with a recall or learned memory.")
 # Model
+flags.DEFINE_enum("model_arch", "conv", ["conv", "mlp"], "conv nets (paper 4.2) or MLPs (paper 4.1).")
+flags.DEFINE_list("mlp_units", ["256", "128"], "Hidden layers of every MLP of --model_arch=mlp (decoder reversed).")
 flags.DEFINE_integer("latent_dim", 64, "|z|.")
 flags.DEFINE_integer("embed_dim", 128, "Dimension of the matching space of q(a|x) and p(a).")
 flags.DEFINE_integer("conv_channels", 48, "Feature maps of every conv layer (paper: 48 or 64).")
@@ -63,15 +77,12 @@ FLAGS = flags.FLAGS
 
 
 def run_config():
-    try:
-        poison_steps = tuple(int(step) for step in FLAGS.poison_steps)
-    except ValueError as e:
-        raise UserInputError(f"--poison_steps takes comma-separated step numbers ({e})") from e
-    train = dataclasses.replace(from_flag_values(TrainConfig, FLAGS), poison_steps=poison_steps)
+    lists = integer_lists(FLAGS, ("poison_steps", "mlp_units"))
+    train = dataclasses.replace(from_flag_values(TrainConfig, FLAGS), poison_steps=lists["poison_steps"])
     return RunConfig(
         data=from_flag_values(DataConfig, FLAGS),
         episodes=from_flag_values(EpisodeConfig, FLAGS),
-        model=from_flag_values(ModelConfig, FLAGS),
+        model=dataclasses.replace(from_flag_values(ModelConfig, FLAGS), mlp_units=lists["mlp_units"]),
         train=train,
     )
 

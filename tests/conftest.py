@@ -24,6 +24,18 @@ def data_dir() -> str:
 
 
 @pytest.fixture(scope="session")
+def mnist_dir() -> str:
+    """The dataset root holding binarized_mnist/ (the same VMA_DATA_DIR)."""
+    path = os.environ.get("VMA_DATA_DIR", os.path.join(REPO, "..", "shared", "data"))
+    if not os.path.isfile(os.path.join(path, "binarized_mnist", "binarized_mnist_test.amat")):
+        message = f"binarized MNIST not found under VMA_DATA_DIR={path!r}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> str:
     """One preprocessed-array cache for the whole session: PNGs are decoded once."""
     return os.environ.get("VMA_CACHE_DIR") or str(tmp_path_factory.mktemp("cache"))

@@ -49,7 +49,13 @@ def model_weights(logdir):
         (["--data_dir=/nonexistent"], "missing Omniglot archive /nonexistent/omniglot/images_background.zip"),
         (["--latent_dim=-1"], "--latent_dim must be positive, got -1"),
         (["--clip_global_norm=-1"], "--clip_global_norm and --max_nonfinite_steps must be non-negative"),
-        (["--poison_steps=x"], "--poison_steps takes comma-separated step numbers"),
+        (["--poison_steps=x"], "--poison_steps takes comma-separated integers"),
+        (["--mlp_units=256,x"], "--mlp_units takes comma-separated integers"),
+        (["--dataset=mnist", "--image_size=28"], "--memory=few_shot needs labelled classes"),
+        (["--memory=recall", "--memory_dim=8"], "--memory_dim .* needs --memory=learned"),
+        (["--memory=learned", "--memory_dim=8"], "--memory_dim .* needs --model_arch=mlp"),
+        (["--memory=learned", "--memory_dim=8", "--model_arch=mlp"], "need --tie_embeddings=false"),
+        (["--memory=recall", "--memory_size=30000"], "--memory_size=30000 but the training split has 29580 images"),
     ],
 )
 def test_bad_input_ends_with_one_line_error(flags, message, data_dir, cache_dir, tmp_path):

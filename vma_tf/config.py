@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 
+from vma_tf.errors import UserInputError
+
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the images come from and how they are shaped.
 
+    dataset: "omniglot" or "mnist" (Larochelle's binarized MNIST, 28x28).
     data_dir: a dataset root laid out like `shared/data` (`omniglot/`, `binarized_mnist/`),
       or None to read through TensorFlow Datasets.
-    split: "45_5" (Rezende et al. 2016, the VMA paper) or "lake" (background/evaluation).
-    image_size: 26 (104 crop, 4x4 max-pool, the paper) or 28 (112 pad, 4x4 max-pool).
+    split: Omniglot only. "45_5" (Rezende et al. 2016, the VMA paper), "lake"
+      (background/evaluation) or "drawings" (every character in both: its first 15 drawings
+      train, the last 5 test; for density estimation with a learned memory).
+    image_size: Omniglot: 26 (104 crop, 4x4 max-pool, the paper) or 28 (112 pad, 4x4
+      max-pool). MNIST: 28.
     cache_dir: where preprocessed arrays are kept between runs.
     """
 
+    dataset: str = "omniglot"
     data_dir: str | None = None
     split: str = "45_5"
     image_size: int = 26
@@ -46,21 +53,35 @@ class EpisodeConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Sizes of the VMA model (paper section 4.2).
+    """The VMA model: its nets (paper sections 4.1 and 4.2) and where its memory comes from.
 
+    model_arch: "conv" (section 4.2) or "mlp" (section 4.1).
     conv_channels: feature maps of every 3x3 conv layer (the paper: 48 or 64).
-    hidden_units: width of the one hidden layer of each MLP head.
+    hidden_units: width of the one hidden layer of each conv model's MLP head.
+    mlp_units: the hidden layers of every net of the MLP model (the paper: 256, 128).
     prior: "learned" (p(a) from a learned query e_p) or "flat" (1/|M|).
-    tie_embeddings: use one embedding net for memory and query (h_q = h).
+    tie_embeddings: use one embedding net for memory and query (h_q = h); needs memory entries
+      shaped like images.
+    memory: "few_shot" (other images of the targets' classes, drawn every step), "recall"
+      (memory_size random training images every step; the targets are drawn from them) or
+      "learned" (memory_size trainable entries, no weight decay).
+    memory_size: |M| of "recall" and "learned".
+    memory_dim: "learned" only: 0 for entries shaped like images, or the size of vector entries
+      (the MLP model only; the paper's MNIST runs: 256).
     """
 
+    model_arch: str = "conv"
     image_size: int = 26
     latent_dim: int = 64
     embed_dim: int = 128
     conv_channels: int = 48
     hidden_units: int = 256
+    mlp_units: tuple[int, ...] = (256, 128)
     prior: str = "learned"
     tie_embeddings: bool = True
+    memory: str = "few_shot"
+    memory_size: int = 256
+    memory_dim: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,10 +91,14 @@ class TrainConfig:
     clip_global_norm: clip the gradient to this global norm (0: off). A step whose loss or
     gradient is not finite is skipped; max_nonfinite_steps in a row stop the run (0: never).
     poison_steps: a test hook; these steps' targets are replaced by NaN.
+    batch_size: targets per step with a "recall" or "learned" memory (few-shot episodes set
+      their own: classes x targets per class).
+    weight_decay: L2 coefficient on every trainable variable but a learned memory.
     """
 
     logdir: str
     steps: int = 100_000
+    batch_size: int = 32
     seed: int = 0
     num_samples: int = 4
     vimco_baseline: str = "geometric"
@@ -96,8 +121,9 @@ class EvalConfig:
     """What eval.py measures on the test split; every draw is a function of `seed`.
 
     num_importance_samples: K of every likelihood bound. pairs_per_call: sample-target pairs
-    per model call (peak memory). num_episodes: `nll` test episodes, shaped like the training
-    episodes. classes, shots, num_sequences: the `conditional` table (C, n, and sequences of
+    per model call (peak memory). num_episodes: `nll` test batches, shaped like the training
+    batches; memory_size: with a "recall" run, the test images in each of their memories
+    (0: the run's |M|). classes, shots, num_sequences: the `conditional` table (C, n, and sequences of
     20 images per C). sweep_classes, sweep_fixed_shots: `memory_sweep` A; sweep_shots: B, with
     every test class in memory; sweep_memories draws of sweep_targets targets per point (A:
     drawings of one class per draw; B: one drawing of each of that many classes).
@@ -109,6 +135,7 @@ class EvalConfig:
     num_importance_samples: int = 1000
     pairs_per_call: int = 4000
     num_episodes: int = 32
+    memory_size: int = 0
     classes: tuple[int, ...] = (1, 2, 4, 16)
     shots: tuple[int, ...] = (1, 2, 3, 4, 5, 10, 19)
     num_sequences: int = 100
@@ -152,3 +179,15 @@ def from_flag_values(config_class: type, values: object):
         value = getattr(values, field.name)
         fields[field.name] = tuple(value) if isinstance(value, list) else value
     return config_class(**fields)
+
+
+def integer_lists(values: object, names: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """{name: the attribute `name` of `values`, a list of strings, as integers}; UserInputError
+    names the flag whose list is not made of integers."""
+    lists = {}
+    for name in names:
+        try:
+            lists[name] = tuple(int(value) for value in getattr(values, name))
+        except ValueError as e:
+            raise UserInputError(f"--{name} takes comma-separated integers ({e})") from e
+    return lists

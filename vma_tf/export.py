@@ -8,6 +8,10 @@ Signatures (names and argument names are the contract; any batch and memory size
         -> nll_nats float32[B]: minus the K-sample bound, drawn with the fixed seed LOG_LIKELIHOOD_SEED
     serving_default = sample
 Images are in [0, 1] with ink = 1, H = W = the model's image size.
+
+A model with a learned memory reads only its own memory, so its signatures have no `memory`
+argument (passing one is an error): sample(num_samples, seed), address_posterior(x) -> probs
+float32[B, |M|], log_likelihood(x, num_samples).
 """
 
 from __future__ import annotations
@@ -37,34 +41,35 @@ class ServingModule(tf.Module):
         self.model = model
         self.pairs_per_call = pairs_per_call
         self.image_shape = images = [None, image_size, image_size, 1]
-        memory_spec = tf.TensorSpec(images, tf.float32, name="memory")
         x_spec = tf.TensorSpec(images, tf.float32, name="x")
-        self.sample = tf.function(
-            self._sample, input_signature=[memory_spec, _scalar_spec("num_samples"), _scalar_spec("seed")]
-        )
+        num_samples, seed = _scalar_spec("num_samples"), _scalar_spec("seed")
+        if model.learned_memory is not None:
+            self.sample = tf.function(lambda n, s: self._sample(None, n, s), input_signature=[num_samples, seed])
+            self.address_posterior = tf.function(lambda x: self._address_posterior(x, None), input_signature=[x_spec])
+            self.log_likelihood = tf.function(
+                lambda x, n: self._log_likelihood(x, None, n), input_signature=[x_spec, num_samples]
+            )
+            return
+        memory_spec = tf.TensorSpec(images, tf.float32, name="memory")
+        self.sample = tf.function(self._sample, input_signature=[memory_spec, num_samples, seed])
         self.address_posterior = tf.function(self._address_posterior, input_signature=[x_spec, memory_spec])
-        self.log_likelihood = tf.function(
-            self._log_likelihood, input_signature=[x_spec, memory_spec, _scalar_spec("num_samples")]
-        )
+        self.log_likelihood = tf.function(self._log_likelihood, input_signature=[x_spec, memory_spec, num_samples])
 
-    def _checked(self, images: tf.Tensor) -> tf.Tensor:
+    def _checked(self, images: tf.Tensor | None) -> tf.Tensor | None:
         # Signatures called through `model.signatures[...]` check dtypes but not shapes; this
         # turns a wrong rank or size into InvalidArgumentError before any layer sees the input.
-        return tf.ensure_shape(images, self.image_shape)
+        return None if images is None else tf.ensure_shape(images, self.image_shape)
 
     def _sample(self, memory, num_samples, seed):
-        memory = self._checked(memory)
-        images, addresses = self.model.sample(memory, num_samples, tf.stack([seed, 0]))
+        images, addresses = self.model.sample(self._checked(memory), num_samples, tf.stack([seed, 0]))
         return {"images": tf.cast(images, tf.float32), "addresses": tf.cast(addresses, tf.int32)}
 
     def _address_posterior(self, x, memory):
-        x, memory = self._checked(x), self._checked(memory)
-        q_a = self.model.address_posterior(x, self.model.encode_memory(memory))
+        q_a = self.model.address_posterior(self._checked(x), self.model.encode_memory(self._checked(memory)))
         return {"probs": q_a.probs_parameter()}
 
     def _log_likelihood(self, x, memory, num_samples):
-        x, memory = self._checked(x), self._checked(memory)
-        encoding = self.model.encode_memory(memory)
+        x, encoding = self._checked(x), self.model.encode_memory(self._checked(memory))
         seed = tf.constant(LOG_LIKELIHOOD_SEED, tf.int32)
         sums = streamed_sums(self.model, x, encoding, num_samples, self.pairs_per_call, seed)
         return {"nll_nats": -(sums["log_sum_w"] - tf.math.log(tf.cast(num_samples, tf.float32)))}

@@ -123,6 +123,26 @@ class GaussianHead(keras.layers.Layer):
         return tf.cast(self.params(self.hidden(features)), tf.float32)
 
 
+class MLP(keras.layers.Layer):
+    """ReLU hidden layers of the given widths, then a linear map: [..., F] -> [..., output_dim]."""
+
+    def __init__(self, hidden_units: tuple[int, ...], output_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = tuple(keras.layers.Dense(units, activation="relu") for units in hidden_units)
+        self.output_layer = keras.layers.Dense(output_dim)
+
+    def call(self, features: tf.Tensor) -> tf.Tensor:
+        for layer in self.hidden:
+            features = layer(features)
+        return self.output_layer(features)
+
+
+def unflatten_samples(values: tf.Tensor, addresses: tf.Tensor) -> tf.Tensor:
+    """values [N, ...] computed for the N = prod(shape(addresses)) flattened addresses ->
+    [*shape(addresses), ...]."""
+    return tf.reshape(values, tf.concat([tf.shape(addresses), tf.shape(values)[1:]], axis=0))
+
+
 def diag_gaussian(params: tf.Tensor) -> tfd.MultivariateNormalDiag:
     """params [..., 2Z] from a GaussianHead -> MultivariateNormalDiag, batch [...], event [Z]."""
     loc, raw_scale = tf.split(params, 2, axis=-1)

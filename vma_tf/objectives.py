@@ -43,3 +43,8 @@ def vimco_surrogate_loss(
     bound, signal = vimco_learning_signal(log_weights, baseline)
     score = tf.reduce_sum(tf.stop_gradient(signal) * log_posterior_a, axis=0)
     return -tf.reduce_mean(bound + score), bound
+
+
+def l2_penalty(variables: list[tf.Variable], coefficient: float) -> tf.Tensor:
+    """(coefficient / 2) * the sum of the squares of every entry of `variables`: []."""
+    return 0.5 * coefficient * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])

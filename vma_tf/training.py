@@ -15,22 +15,25 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import keras
 import tensorflow as tf
 
 from vma_tf import checkpoints, export, objectives
 from vma_tf.config import RunConfig
-from vma_tf.data import episodes, omniglot
+from vma_tf.data import episodes, images, omniglot
 from vma_tf.errors import RunDivergedError, RunInterruptedError, UserInputError, require_positive
-from vma_tf.models import build_model
+from vma_tf.models import ARCHITECTURES, build_model
 from vma_tf.seeds import seed_for
 
 logger = logging.getLogger(__name__)
 
 METRICS = ("loss_nats", "kl_a", "kl_z", "recon_nats", "entropy_a")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+MEMORIES = ("few_shot", "recall", "learned")
 _MODEL_STREAM, _SUMMARY_STREAM = 1, 2
+_GRID_COLUMNS, _MAX_SHOWN = 8, 64  # image summaries of recall and learned memories
 
 
 def validate(config: RunConfig) -> None:
@@ -44,8 +47,11 @@ def validate(config: RunConfig) -> None:
         raise UserInputError(f"--prior must be 'learned' or 'flat', got {model.prior!r}")
     if train.mixed_precision not in PRECISIONS:
         raise UserInputError(f"--mixed_precision must be one of {PRECISIONS}")
+    _validate_memory(config)
     require_positive({
         "--steps": train.steps,
+        "--batch_size": train.batch_size,
+        "--memory_size": model.memory_size,
         "--checkpoint_every": train.checkpoint_every,
         "--log_every": train.log_every,
         "--latent_dim": model.latent_dim,
@@ -57,6 +63,34 @@ def validate(config: RunConfig) -> None:
         raise UserInputError("--clip_global_norm and --max_nonfinite_steps must be non-negative (0: off)")
     if train.learning_rate <= 0 or train.weight_decay < 0:
         raise UserInputError("--learning_rate must be positive and --weight_decay non-negative")
+
+
+def _validate_memory(config: RunConfig) -> None:
+    model = config.model
+    if model.model_arch not in ARCHITECTURES:
+        raise UserInputError(f"--model_arch must be one of {sorted(ARCHITECTURES)}, got {model.model_arch!r}")
+    if model.memory not in MEMORIES:
+        raise UserInputError(f"--memory must be one of {MEMORIES}, got {model.memory!r}")
+    if model.memory == "few_shot" and config.data.dataset != "omniglot":
+        raise UserInputError(
+            "--memory=few_shot needs labelled classes: use --dataset=omniglot, or --memory=recall|learned"
+        )
+    if model.memory_dim < 0 or (model.memory_dim and model.memory != "learned"):
+        raise UserInputError("--memory_dim (vector memory entries) needs --memory=learned; 0 means image entries")
+    if model.memory_dim and model.model_arch != "mlp":
+        raise UserInputError("--memory_dim (vector memory entries) needs --model_arch=mlp; conv nets read images")
+    if model.memory_dim and model.tie_embeddings:
+        raise UserInputError("vector memory entries (--memory_dim) need --tie_embeddings=false: h(m) and h_q(x) "
+                             "read different inputs")
+    if not model.mlp_units or min(model.mlp_units) < 1:
+        raise UserInputError(f"--mlp_units must be a list of positive integers, got {list(model.mlp_units)}")
+
+
+def weight_decay_variables(model: keras.Model) -> list[tf.Variable]:
+    """The variables L2 weight decay applies to: every trainable one but a learned memory
+    (the paper's "all parameters with the exception of M")."""
+    memory = model.learned_memory
+    return [v for v in model.trainable_variables if memory is None or v is not memory]
 
 
 def image_grid(images: tf.Tensor, columns: int) -> tf.Tensor:
@@ -111,12 +145,12 @@ class Trainer:
             poisoned = tf.reduce_any(tf.equal(self.step + 1, tf.constant(train.poison_steps, tf.int64)))
             targets = tf.where(poisoned, float("nan"), targets)
         with tf.GradientTape() as tape:
-            terms = self.model.log_weight_terms(targets, episode.memory, train.num_samples, seed)
+            terms = self.model.log_weight_terms(targets, self._memory(episode), train.num_samples, seed)
             loss, bound = objectives.vimco_surrogate_loss(
                 terms.log_weights, terms.log_posterior_a, train.vimco_baseline
             )
             if train.weight_decay:
-                loss += 0.5 * train.weight_decay * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
+                loss += objectives.l2_penalty(weight_decay_variables(self.model), train.weight_decay)
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, variables)
         # With mixed_float16 the loss-scale optimizer itself skips steps whose scaled gradient
@@ -154,19 +188,30 @@ class Trainer:
             tf.summary.scalar(f"train/{name}", value, step=self.step)
         return self.nonfinite_in_a_row
 
+    def _memory(self, episode: episodes.Episode) -> tf.Tensor | None:
+        """The memory of a step: the episode's, or None (the model's own) for a learned memory."""
+        return None if self.model.learned_memory is not None else episode.memory
+
     def _write_images(self, episode: episodes.Episode) -> None:
-        """Image grids of targets, memory, reconstructions, samples from p(x|M); q(a|x) histograms."""
+        """Image grids of targets, memory (when its entries are images), reconstructions and
+        samples from p(x|M); q(a|x) histograms."""
         seed = seed_for(self.config.train.seed, self.step, _SUMMARY_STREAM)
-        terms = self.model.log_weight_terms(episode.targets, episode.memory, 1, seed)
-        samples, _ = self.model.sample(episode.memory, episode.memory.shape[0], seed)
-        columns = self.config.episodes.targets_per_class
+        memory = self._memory(episode)
+        terms = self.model.log_weight_terms(episode.targets, memory, 1, seed)
+        shown_memory = self.model.memory_or_learned(memory)[:_MAX_SHOWN]
+        samples, _ = self.model.sample(memory, shown_memory.shape[0], seed)
+        few_shot = self.config.model.memory == "few_shot"
+        columns = self.config.episodes.targets_per_class if few_shot else _GRID_COLUMNS
+        memory_columns = self.config.episodes.memory_per_class if few_shot else _GRID_COLUMNS
         step = self.step
         tf.summary.image("images/targets", image_grid(episode.targets, columns), step=step)
         tf.summary.image("images/reconstructions", image_grid(terms.likelihood.mean()[0], columns), step=step)
-        memory_columns = self.config.episodes.memory_per_class
-        tf.summary.image("images/memory", image_grid(episode.memory, memory_columns), step=step)
+        if shown_memory.shape.rank == 4:
+            # A learned memory's pixels are unconstrained; the grid shows them clipped to [0, 1].
+            tf.summary.image("images/memory", image_grid(tf.clip_by_value(shown_memory, 0.0, 1.0), memory_columns),
+                             step=step)
         tf.summary.image("images/samples", image_grid(samples, memory_columns), step=step)
-        q_a = self.model.address_posterior(episode.targets, self.model.encode_memory(episode.memory))
+        q_a = self.model.address_posterior(episode.targets, self.model.encode_memory(memory))
         probs = q_a.probs_parameter()
         tf.summary.histogram("addressing/q_a_probs", probs, step=step)
         tf.summary.histogram("addressing/q_a_max", tf.reduce_max(probs, axis=-1), step=step)
@@ -186,13 +231,12 @@ class Trainer:
 def train(config: RunConfig) -> dict[str, float]:
     """Trains (or resumes) the run `config` describes; returns the last logged metrics."""
     validate(config)
-    splits = omniglot.load_splits(config.data)
-    episodes.validate(splits["train"], config.episodes)
+    image_size, dataset_from = _training_data(config)
     train_config = config.train
     checkpoints.check_compatible(config)
     os.makedirs(train_config.logdir, exist_ok=True)
 
-    trainer = Trainer(config, splits["train"].image_size)
+    trainer = Trainer(config, image_size)
     start = trainer.restore()
     checkpoints.write_run_config(config)
     metrics_path = os.path.join(train_config.logdir, "metrics.jsonl")
@@ -203,7 +247,7 @@ def train(config: RunConfig) -> dict[str, float]:
         return {}
     logger.info("training from step %d to %d in %s", start, train_config.steps, train_config.logdir)
 
-    dataset = episodes.episode_dataset(splits["train"], config.episodes, train_config.seed, start_step=start)
+    dataset = dataset_from(start)
     writer = tf.summary.create_file_writer(train_config.logdir)
     window_start, window_steps, metrics = time.perf_counter(), 0, {}
     stop_signal = _StopSignal()
@@ -236,6 +280,21 @@ def train(config: RunConfig) -> dict[str, float]:
     writer.flush()
     _export(config)
     return metrics
+
+
+def _training_data(config: RunConfig) -> tuple[int, Callable[[int], tf.data.Dataset]]:
+    """Loads the training split; returns its image size and the dataset of the steps from a given one."""
+    seed, model = config.train.seed, config.model
+    if model.memory == "few_shot":
+        characters = omniglot.load_splits(config.data)["train"]
+        episodes.validate(characters, config.episodes)
+        return characters.image_size, lambda start: episodes.episode_dataset(
+            characters, config.episodes, seed, start_step=start
+        )
+    train_images = images.load_splits(config.data)["train"]
+    return train_images.shape[1], lambda start: images.batch_dataset(
+        train_images, model.memory, model.memory_size, config.train.batch_size, seed, start_step=start
+    )
 
 
 class _StopSignal:

@@ -26,7 +26,8 @@ from vma_tf.errors import UserInputError
 
 ARCHIVES = ("images_background", "images_evaluation")
 TEST_ALPHABETS_45_5 = ("Tengwar", "Sylheti", "Tibetan", "Syriac_(Serto)", "ULOG")
-SPLITS = ("45_5", "lake")
+SPLITS = ("45_5", "lake", "drawings")
+TRAIN_DRAWINGS = 15  # the "drawings" split: the first 15 drawings of every character train, the last 5 test
 IMAGE_SIZES = (26, 28)
 RAW_SIZE = 105
 POOL = 4
@@ -215,6 +216,12 @@ def _arrays_from_records(records: Iterator[_Record], image_size: int) -> dict[st
 
 
 def _split(arrays: dict[str, np.ndarray], split: str) -> dict[str, CharacterSet]:
+    if split == "drawings":
+        every = _group_by_class(arrays, np.ones(len(arrays["images"]), bool))
+        return {
+            "train": dataclasses.replace(every, images=every.images[:, :TRAIN_DRAWINGS]),
+            "test": dataclasses.replace(every, images=every.images[:, TRAIN_DRAWINGS:]),
+        }
     if split == "lake":
         is_test = arrays["archives"] == "images_evaluation"
     else:

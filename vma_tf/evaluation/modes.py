@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from vma_tf.config import EpisodeConfig, EvalConfig, RunConfig
 from vma_tf.data import episodes
+from vma_tf.data import images as flat_images
 from vma_tf.data.omniglot import CharacterSet
 from vma_tf.errors import UserInputError
 from vma_tf.evaluation import classification as few_shot
@@ -49,27 +50,26 @@ def _check_episode(test: CharacterSet, classes: int, per_class: int, what: str) 
         )
 
 
-def nll(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -> dict:
-    """Test NLL bound and its decomposition on test episodes shaped like the training episodes
-    (the same classes, targets and memory per class), averaged over all their targets."""
-    shape = run.episodes
-    _check_episode(
-        test, shape.classes_per_batch + shape.confounding_classes,
-        shape.targets_per_class + shape.memory_per_class, "the training episode shape",
-    )
+def nll(model, test: CharacterSet | np.ndarray, run: RunConfig, config: EvalConfig) -> dict:
+    """Test NLL bound and its decomposition over `num_episodes` test batches shaped like the
+    training batches, averaged over all their targets. The memory of each batch is that of
+    the run's kind: few-shot episodes (other images of the targets' classes), a recall memory of
+    `config.memory_size` test images (the targets drawn from it), or the learned memory."""
     evaluator = BoundEvaluator(model, config.pairs_per_call)
-    images = tf.constant(test.images)
-    estimates = []
-    for index in range(config.num_episodes):
-        episode = episodes.sample_episode(images, shape, _seed(config, _TASK_STREAM, index))
+    estimates, recalled = [], []
+    batches, description = _nll_batches(test, run, config)
+    for index, (targets, target_labels, memory, memory_labels) in enumerate(batches):
+        memory = None if model.learned_memory is not None else memory
         estimates.append(
-            evaluator(episode.targets, episode.memory, config.num_importance_samples,
-                      _seed(config, _MODEL_STREAM, index))
+            evaluator(targets, memory, config.num_importance_samples, _seed(config, _MODEL_STREAM, index))
         )
+        if run.model.memory == "recall":
+            q_a = model.address_posterior(targets, model.encode_memory(memory)).probs_parameter()
+            recalled.append(tf.gather(memory_labels, tf.argmax(q_a, axis=-1)).numpy() == target_labels.numpy())
     per_target = {name: np.concatenate([getattr(e, name) for e in estimates]) for name in
                   ("nll", "elbo", "recon", "kl_a", "kl_z")}
     nll_mean, nll_stderr = _mean_and_stderr(per_target["nll"])
-    return {
+    result = {
         "nll_nats": nll_mean,
         "nll_stderr": nll_stderr,
         "elbo_nats": float(per_target["elbo"].mean()),
@@ -78,10 +78,53 @@ def nll(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -> dict:
         "kl_z": float(per_target["kl_z"].mean()),
         "num_importance_samples": config.num_importance_samples,
         "num_examples": int(per_target["nll"].size),
-        "memory": f"{shape.memory_per_class} other images of each of the {shape.classes_per_batch} target "
-                  f"classes" + (f" + {shape.confounding_classes} confounding classes" if shape.confounding_classes
-                               else ""),
+        "memory": description,
+        "memory_source": run.model.memory,
+        "dataset": run.data.dataset,
     }
+    if recalled:
+        memory_size = int(batches[0][2].shape[0])
+        result["memory_size"] = memory_size
+        result["optimal_nats"] = math.log(memory_size)
+        result["top1_recall_rate"] = float(np.concatenate(recalled).mean())
+    return result
+
+
+def _nll_batches(test: CharacterSet | np.ndarray, run: RunConfig, config: EvalConfig) -> tuple[list, str]:
+    """The `nll` test batches as Episodes, and a description of their memory."""
+    if run.model.memory == "few_shot":
+        shape = run.episodes
+        _check_episode(
+            test, shape.classes_per_batch + shape.confounding_classes,
+            shape.targets_per_class + shape.memory_per_class, "the training episode shape",
+        )
+        images = tf.constant(test.images)
+        batches = [episodes.sample_episode(images, shape, _seed(config, _TASK_STREAM, index))
+                   for index in range(config.num_episodes)]
+        description = (
+            f"{shape.memory_per_class} other images of each of the {shape.classes_per_batch} target classes"
+            + (f" + {shape.confounding_classes} confounding classes" if shape.confounding_classes else "")
+        )
+        return batches, description
+    batch_size = run.train.batch_size
+    if run.model.memory == "recall":
+        memory_size = config.memory_size or run.model.memory_size
+        if memory_size > len(test):
+            raise UserInputError(f"--memory_size={memory_size} but the test split has {len(test)} images")
+        pixels = tf.constant(test)
+        batches = [
+            flat_images.sample_recall_episode(pixels, memory_size, batch_size, _seed(config, _TASK_STREAM, index))
+            for index in range(config.num_episodes)
+        ]
+        return batches, f"{memory_size} random test images; the targets are drawn from them"
+    # A learned memory: distinct random test images, batch by batch.
+    order = np.random.default_rng([config.seed, _TASK_STREAM]).permutation(len(test))
+    chunks = [order[start : start + batch_size] for start in range(0, len(test), batch_size)]
+    batches = [
+        episodes.Episode(tf.constant(test[chunk, ..., None], tf.float32), tf.constant(chunk, tf.int32), None, None)
+        for chunk in chunks[: config.num_episodes]
+    ]
+    return batches, f"the learned memory ({run.model.memory_size} entries)"
 
 
 def conditional(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -> dict:
@@ -234,17 +277,39 @@ def classification(model, test: CharacterSet, run: RunConfig, config: EvalConfig
     }
 
 
-def samples(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -> dict:
+def samples(model, test: CharacterSet | np.ndarray, run: RunConfig, config: EvalConfig) -> dict:
     """Figure 4A: one test image in memory and samples from p(x|M); Figure 3: for random test
-    targets, the 5 most probable memory entries under q(a|x), with every test class in memory.
+    targets, the 5 most probable memory entries under q(a|x), with every test class in memory
+    (few-shot) or `memory_size` test images holding the targets (recall). A learned memory
+    gives Figure 2B instead: rows of samples that share an address drawn from p(a).
 
-    Returns the JSON part and, under "images", float32 arrays for the figures:
-    one_shot [rows, 1 + samples_per_row, H, W]; targets [rows, H, W]; top_entries [rows, 5, H, W].
+    Returns the JSON part and, under "images", float32 arrays for the figures: one_shot
+    [rows, 1 + samples_per_row, H, W], targets [rows, H, W], top_entries [rows, 5, H, W]; or,
+    for a learned memory, by_address [rows, samples_per_row, H, W].
     """
-    images = tf.constant(test.images)
-    _check_episode(test, config.sample_rows, 2, "--sample_rows")
-    one_shot_shape = EpisodeConfig(classes_per_batch=config.sample_rows, targets_per_class=1, memory_per_class=1)
-    examples = episodes.sample_episode(images, one_shot_shape, _seed(config, _TASK_STREAM, 0)).memory
+    if run.model.memory == "learned":
+        return _learned_memory_samples(model, config)
+    if run.model.memory == "few_shot":
+        images = tf.constant(test.images)
+        _check_episode(test, config.sample_rows, 2, "--sample_rows")
+        one_shot_shape = EpisodeConfig(classes_per_batch=config.sample_rows, targets_per_class=1, memory_per_class=1)
+        examples = episodes.sample_episode(images, one_shot_shape, _seed(config, _TASK_STREAM, 0)).memory
+        memory_per_class = max(1, min(run.episodes.memory_per_class, test.images_per_class - 1))
+        addressing_shape = EpisodeConfig(
+            classes_per_batch=test.num_classes, targets_per_class=1, memory_per_class=memory_per_class
+        )
+        episode = episodes.sample_episode(images, addressing_shape, _seed(config, _TASK_STREAM, 1))
+        chosen = np.random.default_rng(config.seed).choice(test.num_classes, config.sample_rows, replace=False)
+        addressed = episode._replace(
+            targets=tf.gather(episode.targets, chosen), target_labels=tf.gather(episode.target_labels, chosen)
+        )
+    else:
+        memory_size = min(config.memory_size or run.model.memory_size, len(test))
+        pixels = tf.constant(test)
+        examples = flat_images.sample_recall_episode(pixels, config.sample_rows, config.sample_rows,
+                                                     _seed(config, _TASK_STREAM, 0)).memory
+        addressed = flat_images.sample_recall_episode(pixels, memory_size, config.sample_rows,
+                                                      _seed(config, _TASK_STREAM, 1))
     sample_fn = tf.function(model.sample, reduce_retracing=True)
     rows = []
     for row in range(config.sample_rows):
@@ -252,31 +317,42 @@ def samples(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -> di
         drawn, _ = sample_fn(memory, config.samples_per_row, _seed(config, _MODEL_STREAM, row))
         rows.append(tf.concat([memory, drawn], axis=0)[..., 0].numpy())
 
-    memory_per_class = max(1, min(run.episodes.memory_per_class, test.images_per_class - 1))
-    addressing_shape = EpisodeConfig(
-        classes_per_batch=test.num_classes, targets_per_class=1, memory_per_class=memory_per_class
-    )
-    episode = episodes.sample_episode(images, addressing_shape, _seed(config, _TASK_STREAM, 1))
-    chosen = np.random.default_rng(config.seed).choice(test.num_classes, config.sample_rows, replace=False)
-    targets = tf.gather(episode.targets, chosen)
-    q_a = model.address_posterior(targets, model.encode_memory(episode.memory)).probs_parameter().numpy()
+    q_a = model.address_posterior(addressed.targets, model.encode_memory(addressed.memory)).probs_parameter().numpy()
     top = np.argsort(-q_a, axis=-1)[:, :5]
-    memory_labels, target_labels = episode.memory_labels.numpy(), episode.target_labels.numpy()[chosen]
     top_probabilities = np.take_along_axis(q_a, top, axis=-1)
-    same_class = memory_labels[top] == target_labels[:, None]
+    same_class = addressed.memory_labels.numpy()[top] == addressed.target_labels.numpy()[:, None]
     return {
-        "memory_size": int(episode.memory.shape[0]),
+        "memory_size": int(addressed.memory.shape[0]),
         "top5_probabilities": top_probabilities.round(4).tolist(),
         "top5_same_class": same_class.tolist(),
         "top1_same_class_rate": float(same_class[:, 0].mean()),
         "images": {
             "one_shot": np.stack(rows),
-            "targets": targets[..., 0].numpy(),
-            "top_entries": tf.gather(episode.memory, top)[..., 0].numpy(),
+            "targets": addressed.targets[..., 0].numpy(),
+            "top_entries": tf.gather(addressed.memory, top)[..., 0].numpy(),
         },
     }
 
 
+def _learned_memory_samples(model, config: EvalConfig) -> dict:
+    encoding = model.encode_memory(None)
+    prior = model.address_prior(encoding)
+    address_seed, z_seed = tf.unstack(tf.random.experimental.stateless_split(_seed(config, _MODEL_STREAM, 0), 2))
+    rows = tf.cast(prior.sample(config.sample_rows, seed=address_seed), tf.int32)
+    addresses = tf.repeat(rows[:, None], config.samples_per_row, axis=1)  # [rows, samples_per_row]
+    drawn = model.sample_at(encoding, addresses, z_seed)
+    probs = prior.probs_parameter().numpy()
+    return {
+        "memory_size": int(probs.size),
+        "row_addresses": rows.numpy().tolist(),
+        "row_prior_probabilities": probs[rows.numpy()].round(4).tolist(),
+        "prior_entropy_nats": float(-(probs * np.log(np.maximum(probs, 1e-30))).sum()),
+        "images": {"by_address": drawn[..., 0].numpy()},
+    }
+
+
+# Modes that need labelled classes and few-shot memories; the others serve every run.
+FEW_SHOT_MODES = ("conditional", "memory_sweep", "classification")
 MODES: dict[str, Callable[..., dict]] = {
     "nll": nll,
     "conditional": conditional,

@@ -14,6 +14,7 @@ import time
 
 from vma_tf import checkpoints
 from vma_tf.config import EvalConfig
+from vma_tf.data import images as flat_images
 from vma_tf.data import omniglot
 from vma_tf.errors import UserInputError, require_positive
 from vma_tf.evaluation import modes, reports
@@ -23,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 def validate(config: EvalConfig) -> None:
     """Raises UserInputError for settings that cannot work, before any model or data is loaded."""
+    if config.memory_size < 0:
+        raise UserInputError(f"--memory_size must be positive (or 0: the run's), got {config.memory_size}")
     require_positive({
         "--num_importance_samples": config.num_importance_samples,
         "--pairs_per_call": config.pairs_per_call,
@@ -69,7 +72,15 @@ def run_evaluation(
         data = dataclasses.replace(data, data_dir=data_dir)
     if cache_dir is not None:
         data = dataclasses.replace(data, cache_dir=cache_dir)
-    test = omniglot.load_splits(data)["test"]
+    if run.model.memory == "few_shot":
+        test = omniglot.load_splits(data)["test"]
+    elif mode in modes.FEW_SHOT_MODES:
+        raise UserInputError(
+            f"--mode={mode} needs a run trained with few-shot Omniglot episodes; this run's memory is "
+            f"{run.model.memory!r} (its modes: nll, samples, export)"
+        )
+    else:
+        test = flat_images.load_splits(data)["test"]
 
     started = time.perf_counter()
     result = modes.MODES[mode](model, test, run, config)
@@ -78,6 +89,7 @@ def run_evaluation(
         "mode": mode,
         "logdir": logdir,
         "checkpoint_step": step,
+        "dataset": data.dataset,
         "split": data.split,
         "image_size": data.image_size,
         "seed": config.seed,

@@ -1,162 +1,143 @@
-"""Variational Memory Addressing (Bornschein et al. 2017, section 2 and 4.2).
+"""Variational Memory Addressing (Bornschein et al. 2017, section 2): the part every architecture shares.
 
     p(x | M) = sum_a p(a | M) ∫ p(z | m_a) p(x | z, m_a) dz
     q(a, z | x, M) = q(a | x, M) q(z | x, m_a)
 
-Where the work goes: every conv net runs once per *image* (the B targets and the M
-memory entries), never once per (sample, target) pair. Memory entries are encoded once
-(embedding, pyramid levels, p(z|m_a), the |z|-d code) and the K x B sampled addresses
-gather those encodings. q(z|x, m_a) therefore sees concat(x, m_a) as the concatenation
-of their tied-pyramid features, which is also what makes the pyramid of q(z|·) and
-p(x|·) the same set of weights. Only the upscaler runs K x B times.
+Subclasses supply the nets (conv.py: section 4.2; mlp.py: section 4.1) through a few hooks
+that work on a *memory encoding*: everything the model needs of each memory entry, computed
+once per entry. The K x B sampled addresses gather those encodings, so per-entry work is never
+repeated per (sample, target) pair.
+
+The memory is either passed in (few-shot and recall: images [M, S, S, 1]) or, with
+`config.memory == "learned"`, the model's own trainable `learned_memory`; such a model takes
+memory=None everywhere.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any
 
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from vma_tf import addressing, nets
+from vma_tf import addressing
 from vma_tf.config import ModelConfig
 from vma_tf.models.terms import LogWeightTerms
 
 tfd = tfp.distributions
 
 
-class MemoryEncoding(NamedTuple):
-    """Everything the model needs of each memory entry, computed once per entry.
-
-    embeddings [M, E]; levels: the pyramid levels below full resolution [M, s, s, C];
-    logits [M, S, S, 1]: m_a's own term of the decoder's logits; top [M, F] flattened top
-    level; prior_z_params [M, 2Z]; code [M, Z].
-    """
-
-    embeddings: tf.Tensor
-    levels: list[tf.Tensor]
-    logits: tf.Tensor
-    top: tf.Tensor
-    prior_z_params: tf.Tensor
-    code: tf.Tensor
-
-
 class VariationalMemoryAddressing(keras.Model):
-    """The VMA model of paper section 4.2 (conv nets on Omniglot)."""
+    """The VMA math: addressing, the log-weight terms and sampling. Subclasses implement
+    `encode`, `target_features`, `z_posterior`, `z_prior`, `likelihood` (and may override
+    `features`)."""
 
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(name="vma", **kwargs)
         self.model_config = config
-        channels = config.conv_channels
-        self.memory_embedder = nets.Embedder(channels, config.embed_dim, name="memory_embedder")
-        self.query_embedder = (
-            self.memory_embedder
-            if config.tie_embeddings
-            else nets.Embedder(channels, config.embed_dim, name="query_embedder")
-        )
         self.prior_query = (
             self.add_weight(shape=(config.embed_dim,), initializer="random_normal", name="prior_query")
             if config.prior == "learned"
             else None
         )
-        self.pyramid = nets.ConvPyramid(channels, name="pyramid")
-        self.flatten = keras.layers.Flatten()
-        self.posterior_z = nets.GaussianHead(config.hidden_units, config.latent_dim, name="posterior_z")
-        self.prior_z = nets.GaussianHead(config.hidden_units, config.latent_dim, name="prior_z")
-        self.memory_code = keras.layers.Dense(config.latent_dim, name="memory_code")
-        self.decoder = nets.Upscaler(channels, config.image_size, name="decoder")
+        self.learned_memory = None
+        if config.memory == "learned":
+            size = config.image_size
+            entry_shape = (config.memory_dim,) if config.memory_dim else (size, size, 1)
+            # Images start as uniform noise in [0, 1], the range of the data; vectors as N(0, 1).
+            # (Keras's "random_normal" and "random_uniform" have a scale of 0.05: entries that
+            # alike give the addresses nothing to tell apart.)
+            initializer = (
+                keras.initializers.RandomNormal(stddev=1.0)
+                if config.memory_dim
+                else keras.initializers.RandomUniform(0.0, 1.0)
+            )
+            self.learned_memory = self.add_weight(
+                shape=(config.memory_size, *entry_shape), initializer=initializer, name="learned_memory"
+            )
 
-    def features(self, x: tf.Tensor, memory: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, MemoryEncoding]:
-        """Runs the conv nets once over targets x [B, S, S, 1] and memory [M, S, S, 1] together.
+    # -- hooks -------------------------------------------------------------------------------
 
-        Returns the targets' flattened top features [B, F], their query embeddings [B, E]
-        and the memory encoding.
+    def features(self, x: tf.Tensor, memory: tf.Tensor) -> tuple[Any, tf.Tensor, Any]:
+        """(the targets' features, their query embeddings [B, E], the memory encoding) for
+        x [B, S, S, 1] and memory [M, ...]; may share work between targets and memory."""
+        x_features, query_embeddings = self.target_features(x)
+        return x_features, query_embeddings, self.encode(memory)
+
+    def encode(self, memory: tf.Tensor) -> Any:
+        """The encoding of memory [M, ...]; it has `embeddings` [M, E]."""
+        raise NotImplementedError
+
+    def target_features(self, x: tf.Tensor) -> tuple[Any, tf.Tensor]:
+        """(what q(z|x, m_a) needs of x [B, S, S, 1], the query embeddings h_q(x) [B, E])."""
+        raise NotImplementedError
+
+    def z_posterior(self, x_features: Any, encoding: Any, addresses: tf.Tensor) -> tfd.MultivariateNormalDiag:
+        """q(z | x, m_a) for addresses [K, B]: batch [K, B], event [Z]."""
+        raise NotImplementedError
+
+    def z_prior(self, encoding: Any, addresses: tf.Tensor) -> tfd.MultivariateNormalDiag:
+        """p(z | m_a) for addresses [...]: batch [...], event [Z]."""
+        raise NotImplementedError
+
+    def likelihood(self, z: tf.Tensor, encoding: Any, addresses: tf.Tensor) -> tfd.Independent:
+        """p(x | z, m_a) for z [..., Z] and addresses [...]: batch [...], event [S, S, 1]."""
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------------
+
+    def memory_or_learned(self, memory: tf.Tensor | None) -> tf.Tensor:
+        """The memory to read: `memory`, or the learned memory when it is None.
+
+        A learned-memory model refuses a memory and a few-shot one needs one, so a caller
+        cannot silently read the wrong memory.
         """
-        # tf.split, not slicing: a strided slice's gradient is slow on the CPU.
-        sizes = tf.stack([tf.shape(x)[0], tf.shape(memory)[0]])
-        both = tf.concat([x, memory], axis=0)
-        levels = [tf.split(level, sizes) for level in self.pyramid(both)]
-        x_top = self.flatten(levels[-1][0])
-        if self.model_config.tie_embeddings:
-            query_embeddings, memory_embeddings = tf.split(self.memory_embedder(both), sizes)
-        else:
-            query_embeddings, memory_embeddings = self.query_embedder(x), self.memory_embedder(memory)
-        return x_top, query_embeddings, self._memory_encoding(memory, [m for _, m in levels], memory_embeddings)
+        if self.learned_memory is None:
+            if memory is None:
+                raise ValueError("this model's memory is not learned: pass a memory")
+            return memory
+        if memory is not None:
+            raise ValueError("this model reads its learned memory: pass memory=None")
+        return tf.convert_to_tensor(self.learned_memory)
 
-    def encode_memory(self, memory: tf.Tensor) -> MemoryEncoding:
-        """Encodes memory [M, S, S, 1] for sampling or repeated queries."""
-        return self._memory_encoding(memory, self.pyramid(memory), self.memory_embedder(memory))
+    def encode_memory(self, memory: tf.Tensor | None) -> Any:
+        """Encodes memory [M, ...] (None: the learned memory) for sampling or repeated queries."""
+        return self.encode(self.memory_or_learned(memory))
 
-    def _memory_encoding(
-        self, memory: tf.Tensor, levels: list[tf.Tensor], embeddings: tf.Tensor
-    ) -> MemoryEncoding:
-        top = self.flatten(levels[-1])
-        return MemoryEncoding(
-            embeddings=embeddings,
-            levels=levels[1:],
-            logits=self.decoder.memory_logits(levels[0], memory),
-            top=top,
-            prior_z_params=self.prior_z(top),
-            code=tf.cast(self.memory_code(top), tf.float32),
-        )
-
-    def address_prior(self, encoding: MemoryEncoding) -> tfd.Categorical:
+    def address_prior(self, encoding: Any) -> tfd.Categorical:
         """p(a | M): batch [], event [], over range(M)."""
         return addressing.address_prior(encoding.embeddings, self.prior_query)
 
-    def address_posterior(self, x: tf.Tensor, encoding: MemoryEncoding) -> tfd.Categorical:
+    def address_posterior(self, x: tf.Tensor, encoding: Any) -> tfd.Categorical:
         """q(a | x, M) for x [B, S, S, 1]: batch [B], event []."""
-        return addressing.address_posterior(encoding.embeddings, self.query_embedder(x))
-
-    def z_prior(self, encoding: MemoryEncoding, addresses: tf.Tensor) -> tfd.MultivariateNormalDiag:
-        """p(z | m_a) for addresses [...]: batch [...], event [Z]."""
-        return nets.diag_gaussian(tf.gather(encoding.prior_z_params, addresses))
-
-    def z_posterior(
-        self, x_top: tf.Tensor, encoding: MemoryEncoding, addresses: tf.Tensor
-    ) -> tfd.MultivariateNormalDiag:
-        """q(z | x, m_a) from the targets' top features x_top [B, F] and addresses [K, B]:
-        batch [K, B], event [Z]."""
-        m_top = tf.gather(encoding.top, addresses)
-        x_top = tf.broadcast_to(x_top, tf.shape(m_top))
-        return nets.diag_gaussian(self.posterior_z(tf.concat([x_top, m_top], axis=-1)))
-
-    def likelihood(self, z: tf.Tensor, encoding: MemoryEncoding, addresses: tf.Tensor) -> tfd.Independent:
-        """p(x | z, m_a) for z [..., Z] and addresses [...]: batch [...], event [S, S, 1]."""
-        sample_shape = tf.shape(addresses)
-        flat = tf.reshape(addresses, [-1])
-        code = tf.concat([tf.reshape(z, [-1, z.shape[-1]]), tf.gather(encoding.code, flat)], axis=-1)
-        levels = [tf.gather(level, flat) for level in encoding.levels]
-        logits = self.decoder((code, levels, tf.gather(encoding.logits, flat)))
-        logits = tf.reshape(logits, tf.concat([sample_shape, tf.shape(logits)[1:]], axis=0))
-        return nets.bernoulli_image(logits)
+        return addressing.address_posterior(encoding.embeddings, self.target_features(x)[1])
 
     def log_weight_terms(
-        self, x: tf.Tensor, memory: tf.Tensor, num_samples: int, seed: tf.Tensor
+        self, x: tf.Tensor, memory: tf.Tensor | None, num_samples: int, seed: tf.Tensor
     ) -> LogWeightTerms:
         """The terms of log w for K = num_samples draws (a_k, z_k) ~ q(a, z | x, M).
 
-        x [B, S, S, 1], memory [M, S, S, 1], seed int [2] (stateless). Returns [K, B] terms.
-        Runs the conv nets over targets and memory in one pass (the training path).
+        x [B, S, S, 1], memory [M, ...] or None (learned), seed int [2] (stateless).
+        Returns [K, B] terms. The training path.
         """
-        x_top, query_embeddings, encoding = self.features(x, memory)
-        return self._log_weight_terms(x, x_top, query_embeddings, encoding, num_samples, seed)
+        x_features, query_embeddings, encoding = self.features(x, self.memory_or_learned(memory))
+        return self._log_weight_terms(x, x_features, query_embeddings, encoding, num_samples, seed)
 
     def log_weight_terms_encoded(
-        self, x: tf.Tensor, encoding: MemoryEncoding, num_samples: int, seed: tf.Tensor
+        self, x: tf.Tensor, encoding: Any, num_samples: int, seed: tf.Tensor
     ) -> LogWeightTerms:
         """`log_weight_terms` against a memory encoded once by `encode_memory`: for evaluation,
         where many chunks of samples and batches of targets share one (possibly large) memory."""
-        x_top = self.flatten(self.pyramid(x)[-1])
-        return self._log_weight_terms(x, x_top, self.query_embedder(x), encoding, num_samples, seed)
+        x_features, query_embeddings = self.target_features(x)
+        return self._log_weight_terms(x, x_features, query_embeddings, encoding, num_samples, seed)
 
     def _log_weight_terms(
         self,
         x: tf.Tensor,
-        x_top: tf.Tensor,
+        x_features: Any,
         query_embeddings: tf.Tensor,
-        encoding: MemoryEncoding,
+        encoding: Any,
         num_samples: int,
         seed: tf.Tensor,
     ) -> LogWeightTerms:
@@ -165,7 +146,7 @@ class VariationalMemoryAddressing(keras.Model):
         p_a = self.address_prior(encoding)
         addresses = tf.cast(q_a.sample(num_samples, seed=address_seed), tf.int32)  # [K, B]
 
-        q_z = self.z_posterior(x_top, encoding, addresses)
+        q_z = self.z_posterior(x_features, encoding, addresses)
         p_z = self.z_prior(encoding, addresses)
         z = q_z.sample(seed=z_seed)  # [K, B, Z], reparameterised
         likelihood = self.likelihood(z, encoding, addresses)
@@ -183,10 +164,16 @@ class VariationalMemoryAddressing(keras.Model):
             likelihood=likelihood,
         )
 
-    def sample(self, memory: tf.Tensor, num_samples: int, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def sample(
+        self, memory: tf.Tensor | None, num_samples: int, seed: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """Draws from p(x | M): returns Bernoulli means float32 [N, S, S, 1] and addresses int32 [N]."""
         address_seed, z_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         encoding = self.encode_memory(memory)
         addresses = tf.cast(self.address_prior(encoding).sample(num_samples, seed=address_seed), tf.int32)
-        z = self.z_prior(encoding, addresses).sample(seed=z_seed)
-        return self.likelihood(z, encoding, addresses).mean(), addresses
+        return self.sample_at(encoding, addresses, z_seed), addresses
+
+    def sample_at(self, encoding: Any, addresses: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """Draws from p(x | m_a) at given addresses [...]: Bernoulli means float32 [..., S, S, 1]."""
+        z = self.z_prior(encoding, addresses).sample(seed=seed)
+        return self.likelihood(z, encoding, addresses).mean()

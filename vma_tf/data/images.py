@@ -1,0 +1,88 @@
+"""Unlabelled images and the batches of the "recall" and "learned" memories (paper section 4.1).
+
+Like the few-shot episodes, every batch is a pure function of (seed, step) through stateless
+random ops, so a resumed run continues the exact sequence of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from vma_tf.config import DataConfig
+from vma_tf.data import mnist, omniglot
+from vma_tf.data.episodes import Episode
+from vma_tf.errors import UserInputError
+
+DATASETS = ("omniglot", "mnist")
+
+
+def load_splits(config: DataConfig) -> dict[str, np.ndarray]:
+    """{"train": uint8 [N, S, S], "test": uint8 [N', S, S]} in {0, 1}, ink = 1, without labels
+    (Omniglot's characters of config.split, flattened)."""
+    if config.dataset == "mnist":
+        return mnist.load_splits(config)
+    if config.dataset == "omniglot":
+        return {
+            name: characters.images.reshape(-1, *characters.images.shape[2:])
+            for name, characters in omniglot.load_splits(config).items()
+        }
+    raise UserInputError(f"--dataset must be one of {DATASETS}, got {config.dataset!r}")
+
+
+def _as_images(pixels: tf.Tensor) -> tf.Tensor:
+    """uint8 [N, S, S] -> float32 [N, S, S, 1]."""
+    return tf.cast(pixels, tf.float32)[..., tf.newaxis]
+
+
+def sample_recall_episode(images: tf.Tensor, memory_size: int, batch_size: int, seed: tf.Tensor) -> Episode:
+    """Train-to-recall (Figure 2A): memory_size distinct images of images uint8 [N, S, S], and
+    batch_size targets drawn uniformly, with replacement, from that memory.
+
+    Labels are indices into `images`, so target_labels[i] is in memory_labels.
+    """
+    memory_seed, target_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    in_memory = tf.math.top_k(tf.random.stateless_uniform([images.shape[0]], memory_seed), k=memory_size).indices
+    slots = tf.random.stateless_uniform([batch_size], target_seed, maxval=memory_size, dtype=tf.int32)
+    memory = _as_images(tf.gather(images, in_memory))
+    return Episode(
+        targets=tf.gather(memory, slots),
+        target_labels=tf.gather(in_memory, slots),
+        memory=memory,
+        memory_labels=in_memory,
+    )
+
+
+def sample_batch(images: tf.Tensor, batch_size: int, seed: tf.Tensor) -> Episode:
+    """batch_size images drawn uniformly with replacement from images uint8 [N, S, S], for a model
+    whose memory is learned: the episode's memory is empty ([0, S, S, 1])."""
+    indices = tf.random.stateless_uniform([batch_size], seed, maxval=images.shape[0], dtype=tf.int32)
+    size = images.shape[1]
+    return Episode(
+        targets=_as_images(tf.gather(images, indices)),
+        target_labels=indices,
+        memory=tf.zeros([0, size, size, 1]),
+        memory_labels=tf.zeros([0], tf.int32),
+    )
+
+
+def batch_dataset(
+    images: np.ndarray, memory: str, memory_size: int, batch_size: int, seed: int, start_step: int = 0
+) -> tf.data.Dataset:
+    """An endless dataset of Episodes for a "recall" or "learned" memory; element i is the batch
+    of training step start_step + i."""
+    if memory == "recall" and memory_size > images.shape[0]:
+        raise UserInputError(f"--memory_size={memory_size} but the training split has {images.shape[0]} images")
+    pixels = tf.constant(images)
+
+    def batch_at(step: tf.Tensor) -> Episode:
+        step_seed = tf.stack([tf.constant(seed, tf.int64), step])
+        if memory == "recall":
+            return sample_recall_episode(pixels, memory_size, batch_size, step_seed)
+        return sample_batch(pixels, batch_size, step_seed)
+
+    return (
+        tf.data.Dataset.counter(start=start_step)
+        .map(batch_at, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
