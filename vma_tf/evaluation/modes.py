@@ -59,7 +59,6 @@ def nll(model, test: CharacterSet | np.ndarray, run: RunConfig, config: EvalConf
     estimates, recalled = [], []
     batches, description = _nll_batches(test, run, config)
     for index, (targets, target_labels, memory, memory_labels) in enumerate(batches):
-        memory = None if model.learned_memory is not None else memory
         estimates.append(
             evaluator(targets, memory, config.num_importance_samples, _seed(config, _MODEL_STREAM, index))
         )
@@ -91,7 +90,8 @@ def nll(model, test: CharacterSet | np.ndarray, run: RunConfig, config: EvalConf
 
 
 def _nll_batches(test: CharacterSet | np.ndarray, run: RunConfig, config: EvalConfig) -> tuple[list, str]:
-    """The `nll` test batches as Episodes, and a description of their memory."""
+    """The `nll` test batches as Episodes (a learned memory's have memory None), and a
+    description of their memory."""
     if run.model.memory == "few_shot":
         shape = run.episodes
         _check_episode(

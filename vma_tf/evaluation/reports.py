@@ -43,9 +43,15 @@ def _header(result: dict) -> str:
     meta = result["meta"]
     return (
         f"# eval.py --mode={meta['mode']}\n\n"
-        f"Run `{meta['logdir']}` at step {meta['checkpoint_step']}; test split of `{meta['split']}` "
+        f"Run `{meta['logdir']}` at step {meta['checkpoint_step']}; test split of {_data_name(meta)} "
         f"at {meta['image_size']}x{meta['image_size']}; seed {meta['seed']}; {meta['runtime_sec']:.0f} s.\n\n"
     )
+
+
+def _data_name(meta: dict) -> str:
+    if meta.get("dataset") == "mnist":
+        return "binarized MNIST"
+    return f"Omniglot `{meta['split']}`"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
