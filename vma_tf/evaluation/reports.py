@@ -78,7 +78,7 @@ def nll_markdown(result: dict) -> str:
     if experiment in PUBLISHED_KL_A:
         published.append(["paper: KL(q(a|x) ‖ p(a))", PUBLISHED_KL_A[experiment]])
     if "optimal_nats" in result:
-        published.append([f"optimal lookup table: log {result['memory_size']}", _nats(result["optimal_nats"])])
+        published.append([f"optimal lookup table: log {result['memory_size']}", f"{result['optimal_nats']:.2f}"])
         rows.append(["argmax q(a|x) is the target's own entry", f"{result['top1_recall_rate']:.3f}"])
     return (
         _header(result)
