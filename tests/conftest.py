@@ -12,27 +12,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="session")
-def data_dir() -> str:
+def _dataset_root(required_file: str, what: str) -> str:
+    """VMA_DATA_DIR (default ../shared/data) if it holds required_file; in CI a missing file fails
+    the test, elsewhere it skips it."""
     path = os.environ.get("VMA_DATA_DIR", os.path.join(REPO, "..", "shared", "data"))
-    if not os.path.isfile(os.path.join(path, "omniglot", "images_background.zip")):
-        message = f"real Omniglot data not found under VMA_DATA_DIR={path!r}"
+    if not os.path.isfile(os.path.join(path, required_file)):
+        message = f"{what} not found under VMA_DATA_DIR={path!r}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> str:
+    return _dataset_root(os.path.join("omniglot", "images_background.zip"), "real Omniglot data")
 
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> str:
     """The dataset root holding binarized_mnist/ (the same VMA_DATA_DIR)."""
-    path = os.environ.get("VMA_DATA_DIR", os.path.join(REPO, "..", "shared", "data"))
-    if not os.path.isfile(os.path.join(path, "binarized_mnist", "binarized_mnist_test.amat")):
-        message = f"binarized MNIST not found under VMA_DATA_DIR={path!r}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return _dataset_root(os.path.join("binarized_mnist", "binarized_mnist_test.amat"), "binarized MNIST")
 
 
 @pytest.fixture(scope="session")

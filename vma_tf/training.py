@@ -22,7 +22,8 @@ import tensorflow as tf
 
 from vma_tf import checkpoints, export, objectives
 from vma_tf.config import RunConfig
-from vma_tf.data import episodes, images, omniglot
+from vma_tf.data import episodes, omniglot
+from vma_tf.data import images as flat_images
 from vma_tf.errors import RunDivergedError, RunInterruptedError, UserInputError, require_positive
 from vma_tf.models import ARCHITECTURES, build_model
 from vma_tf.seeds import seed_for
@@ -291,8 +292,8 @@ def _training_data(config: RunConfig) -> tuple[int, Callable[[int], tf.data.Data
         return characters.image_size, lambda start: episodes.episode_dataset(
             characters, config.episodes, seed, start_step=start
         )
-    train_images = images.load_splits(config.data)["train"]
-    return train_images.shape[1], lambda start: images.batch_dataset(
+    train_images = flat_images.load_splits(config.data)["train"]
+    return train_images.shape[1], lambda start: flat_images.batch_dataset(
         train_images, model.memory, model.memory_size, config.train.batch_size, seed, start_step=start
     )
 
