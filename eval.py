@@ -1,9 +1,10 @@
 """Evaluates a trained run on its test split: `python eval.py --logdir=DIR --mode=MODE`.
 
 Modes: nll (importance-sampled test NLL and its decomposition), conditional (Table 1),
-memory_sweep (Figure 5), classification (few-shot accuracy), samples (Figures 3 and 4A, or 2B
-for a learned memory); runs with a recall or learned memory have nll and samples only;
-export writes the SavedModel LOGDIR/saved_model from the latest checkpoint.
+memory_sweep (Figure 5), classification (few-shot accuracy), samples (Figures 3 and 4A, 2B for
+a learned memory, or plain samples); export writes the SavedModel LOGDIR/saved_model from the
+latest checkpoint. Every model serves nll, samples and export; conditional and memory_sweep need
+Omniglot's classes; classification needs a model with a memory of labelled entries.
 Writes LOGDIR/eval/<mode>.json (or --output_json), a Markdown table beside it and PNGs.
 """
 
@@ -19,33 +20,60 @@ from vma_tf.config import EvalConfig, from_flag_values, integer_lists  # noqa: E
 from vma_tf.errors import UserInputError  # noqa: E402
 
 flags.DEFINE_string("logdir", None, "A training run's logdir (config.json and checkpoints/).", required=True)
-flags.DEFINE_enum("mode", "nll", ["nll", "conditional", "memory_sweep", "classification", "samples", "export"],
-                  "What to evaluate; export writes LOGDIR/saved_model instead.")
+flags.DEFINE_enum(
+    "mode",
+    "nll",
+    ["nll", "conditional", "memory_sweep", "classification", "samples", "export"],
+    "What to evaluate; export writes LOGDIR/saved_model instead.",
+)
 flags.DEFINE_string("data_dir", None, "Dataset root, if not the one the run was trained with.")
 flags.DEFINE_string("cache_dir", None, "Preprocessed-array cache, if not the run's.")
 flags.DEFINE_string("output_json", None, "Result file (default LOGDIR/eval/<mode>.json); .md and .png beside it.")
-flags.DEFINE_integer("seed", 0, "Seeds every task and every sample: same seed, same numbers.")
-flags.DEFINE_integer("num_importance_samples", 1000, "K of every likelihood bound (5000 works too).")
-flags.DEFINE_integer("pairs_per_call", 4000, "Sample-target pairs per model call: sets peak memory, not results.")
-flags.DEFINE_integer("num_episodes", 32, "nll: test batches shaped like the training batches.")
-flags.DEFINE_integer("memory_size", 0, "nll, samples of a recall run: test images in memory (0: the run's |M|).")
-flags.DEFINE_list("classes", ["1", "2", "4", "16"], "conditional: classes C per sequence.")
-flags.DEFINE_list("shots", ["1", "2", "3", "4", "5", "10", "19"], "conditional: conditioning images n.")
-flags.DEFINE_integer("num_sequences", 100, "conditional: sequences of 20 images per C.")
-flags.DEFINE_list("sweep_classes", ["1", "2", "4", "8", "16", "32", "64", "144"],
-                  "memory_sweep A: test classes in memory.")
-flags.DEFINE_integer("sweep_fixed_shots", 4, "memory_sweep A: images per class in memory.")
-flags.DEFINE_list("sweep_shots", ["1", "2", "4", "8", "16", "19"],
-                  "memory_sweep B: images per class with every test class in memory.")
-flags.DEFINE_integer("sweep_memories", 32, "memory_sweep: draws per point (shared by all points).")
-flags.DEFINE_integer("sweep_targets", 4, "memory_sweep: targets per draw (A: of one class; B: of as many classes).")
-flags.DEFINE_list("classification_tasks", ["5way1shot", "5way5shot", "20way1shot", "20way5shot"],
-                  "classification: tasks named <N>way<k>shot.")
-flags.DEFINE_integer("classification_episodes", 1000, "classification: episodes per task.")
-flags.DEFINE_integer("queries_per_class", 1, "classification: query images per class and episode.")
-flags.DEFINE_integer("iw_samples", 32, "classification: K of the importance-weighted p(c|x).")
-flags.DEFINE_integer("sample_rows", 8, "samples: rows of each figure.")
-flags.DEFINE_integer("samples_per_row", 10, "samples: samples from p(x|M) per memory image.")
+flags.DEFINE_integer("seed", EvalConfig.seed, "Seeds every task and every sample: same seed, same numbers.")
+flags.DEFINE_integer(
+    "num_importance_samples", EvalConfig.num_importance_samples, "K of every likelihood bound (5000 works too)."
+)
+flags.DEFINE_integer(
+    "pairs_per_call", EvalConfig.pairs_per_call, "Sample-target pairs per model call: sets peak memory, not results."
+)
+flags.DEFINE_integer("num_episodes", EvalConfig.num_episodes, "nll: test batches shaped like the training batches.")
+flags.DEFINE_integer(
+    "memory_size", EvalConfig.memory_size, "nll, samples of a recall run: test images in memory (0: the run's |M|)."
+)
+flags.DEFINE_list("classes", [str(value) for value in EvalConfig.classes], "conditional: classes C per sequence.")
+flags.DEFINE_list("shots", [str(value) for value in EvalConfig.shots], "conditional: conditioning images n.")
+flags.DEFINE_integer("num_sequences", EvalConfig.num_sequences, "conditional: sequences of 20 images per C.")
+flags.DEFINE_list(
+    "sweep_classes", [str(value) for value in EvalConfig.sweep_classes], "memory_sweep A: test classes in memory."
+)
+flags.DEFINE_integer("sweep_fixed_shots", EvalConfig.sweep_fixed_shots, "memory_sweep A: images per class in memory.")
+flags.DEFINE_list(
+    "sweep_shots",
+    [str(value) for value in EvalConfig.sweep_shots],
+    "memory_sweep B: images per class with every test class in memory.",
+)
+flags.DEFINE_integer(
+    "sweep_memories", EvalConfig.sweep_memories, "memory_sweep: draws per point (shared by all points)."
+)
+flags.DEFINE_integer(
+    "sweep_targets",
+    EvalConfig.sweep_targets,
+    "memory_sweep: targets per draw (A: of one class; B: of as many classes).",
+)
+flags.DEFINE_list(
+    "classification_tasks",
+    [str(value) for value in EvalConfig.classification_tasks],
+    "classification: tasks named <N>way<k>shot.",
+)
+flags.DEFINE_integer(
+    "classification_episodes", EvalConfig.classification_episodes, "classification: episodes per task."
+)
+flags.DEFINE_integer(
+    "queries_per_class", EvalConfig.queries_per_class, "classification: query images per class and episode."
+)
+flags.DEFINE_integer("iw_samples", EvalConfig.iw_samples, "classification: K of the importance-weighted p(c|x).")
+flags.DEFINE_integer("sample_rows", EvalConfig.sample_rows, "samples: rows of each figure.")
+flags.DEFINE_integer("samples_per_row", EvalConfig.samples_per_row, "samples: samples from p(x|M) per memory image.")
 
 FLAGS = flags.FLAGS
 _INTEGER_LISTS = ("classes", "shots", "sweep_classes", "sweep_shots")

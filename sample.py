@@ -5,11 +5,13 @@
 Needs only tensorflow, numpy and pillow (not vma_tf). Each memory image, of any size, is
 read as grayscale, turned so that ink = 1 (a light background is inverted), resized to 4x the
 model's side, binarized and 4x4 max-pooled: the training preprocessing of Omniglot's 105x105
-drawings. The grid shows one memory image per row and, beside it, the samples drawn from
-that entry (the SavedModel reports each sample's address).
+drawings. For a model that reports each sample's memory entry (VMA), the grid shows one
+memory image per row and, beside it, the samples drawn from that entry; for one that reads the
+memory as a whole (soft attention), the memory images fill the first row and the samples the
+rows below.
 
-A model trained with a learned memory takes no --memory: its grid has one row per address
-that the samples used.
+A model without a memory input (a VAE, or VMA with a learned memory) takes no --memory: its
+grid has one row per address that the samples used, or rows of samples.
 """
 
 import glob
@@ -34,6 +36,7 @@ flags.DEFINE_integer("zoom", 3, "Each pixel of the grid becomes zoom x zoom pixe
 
 FLAGS = flags.FLAGS
 POOL = 4
+SAMPLES_PER_ROW = 8  # a grid of samples that no memory entry groups
 
 
 class InputError(ValueError):
@@ -81,6 +84,11 @@ def rows_by_address(images: np.ndarray, addresses: np.ndarray) -> list[list[np.n
     return [list(images[addresses == address]) for address in order]
 
 
+def rows_of(images: np.ndarray, per_row: int) -> list[list[np.ndarray]]:
+    """The images in rows of per_row."""
+    return [list(images[start : start + per_row]) for start in range(0, len(images), per_row)]
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -90,14 +98,19 @@ def main(argv):
         sys.exit(f"sample.py: error: no SavedModel in {FLAGS.saved_model}")
     model = tf.saved_model.load(FLAGS.saved_model)
     sample = model.signatures["sample"]
-    size = model.signatures["address_posterior"].structured_input_signature[1]["x"].shape[1]
+    size = model.signatures["log_likelihood"].structured_input_signature[1]["x"].shape[1]
     count, seed = tf.constant(FLAGS.num_samples), tf.constant(FLAGS.seed)
     if "memory" not in sample.structured_input_signature[1]:
         if FLAGS.memory:
-            sys.exit("sample.py: error: this SavedModel reads its own learned memory; drop --memory")
+            sys.exit("sample.py: error: this SavedModel takes no memory (it reads its own learned memory, or none); "
+                     "drop --memory")
         drawn = sample(num_samples=count, seed=seed)
-        rows = rows_by_address(drawn["images"].numpy(), drawn["addresses"].numpy())
-        described = f"{len(rows)} addresses of the learned memory"
+        if "addresses" in drawn:
+            rows = rows_by_address(drawn["images"].numpy(), drawn["addresses"].numpy())
+            described = f"{len(rows)} addresses of the learned memory"
+        else:
+            rows = rows_of(drawn["images"].numpy(), SAMPLES_PER_ROW)
+            described = "no memory"
     else:
         if not FLAGS.memory:
             sys.exit("sample.py: error: --memory is required: this SavedModel samples from a memory of images")
@@ -106,8 +119,12 @@ def main(argv):
         except InputError as e:
             sys.exit(f"sample.py: error: {e}")
         drawn = sample(memory=tf.constant(memory), num_samples=count, seed=seed)
-        images, addresses = drawn["images"].numpy(), drawn["addresses"].numpy()
-        rows = [[entry, *images[addresses == row]] for row, entry in enumerate(memory)]
+        images = drawn["images"].numpy()
+        if "addresses" in drawn:
+            addresses = drawn["addresses"].numpy()
+            rows = [[entry, *images[addresses == row]] for row, entry in enumerate(memory)]
+        else:
+            rows = [list(memory), *rows_of(images, max(len(memory), SAMPLES_PER_ROW))]
         described = f"{len(memory)} memory images"
     picture = grid(rows)
     picture = np.kron(picture, np.ones((FLAGS.zoom, FLAGS.zoom), np.uint8))

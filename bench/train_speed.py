@@ -5,7 +5,7 @@
 
 Times `--bench_steps` real train steps one by one after `--warmup_steps`, and reports
 the median steps/s. The breakdown times, on one fixed episode, the input pipeline, the
-conv encoders alone, the forward pass, forward + backward, and the full step; then a TF
+memory encoder alone, the forward pass, forward + backward, and the full step; then a TF
 profiler trace of the full step gives self-time per op type.
 """
 
@@ -24,8 +24,8 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import train as train_entry  # noqa: E402  (defines the training flags)
-from vma_tf import objectives, training  # noqa: E402
-from vma_tf.data import episodes, omniglot  # noqa: E402
+from vma_tf import tasks, training  # noqa: E402
+from vma_tf.models import context_for  # noqa: E402
 
 flags.DEFINE_integer("warmup_steps", 30, "Steps run before timing.")
 flags.DEFINE_integer("bench_steps", 200, "Steps timed.")
@@ -65,10 +65,11 @@ def op_type_profile(step_fn, steps: int = 10) -> dict[str, float]:
 def main(argv):
     del argv
     config = train_entry.run_config()
-    splits = omniglot.load_splits(config.data)
-    trainer = training.Trainer(config, splits["train"].image_size)
-    dataset = episodes.episode_dataset(splits["train"], config.episodes, config.train.seed)
-    iterator = iter(dataset)
+    training.validate(config)
+    task = tasks.build_task(config)
+    image_size, dataset_from = task.training_data()
+    trainer = training.Trainer(config, image_size, task)
+    iterator = iter(dataset_from(0))
 
     for _ in range(FLAGS.warmup_steps):
         trainer.train_step(next(iterator))
@@ -86,12 +87,11 @@ def main(argv):
 
     @tf.function
     def encoders():
-        return model.features(episode.targets, episode.memory)[0]
+        return model.encode_context(context_for(model, episode.memory))
 
     @tf.function
     def forward():
-        terms = model.log_weight_terms(episode.targets, episode.memory, num_samples, seed)
-        return objectives.vimco_surrogate_loss(terms.log_weights, terms.log_posterior_a)[0]
+        return task.loss(model, episode, seed)[0]
 
     @tf.function
     def forward_backward():
@@ -108,12 +108,13 @@ def main(argv):
         "mean_steps_per_sec": len(step_times) / float(np.sum(step_times)),
         "p90_step_ms": 1000 * float(np.percentile(step_times, 90)),
         "bench_steps": FLAGS.bench_steps,
-        "batch_size": config.episodes.batch_size,
-        "memory_size": config.episodes.memory_size,
+        "model": config.model.name,
+        "batch_size": int(episode.targets.shape[0]),
+        "memory_size": int(episode.memory.shape[0]),
         "num_samples": num_samples,
         "breakdown_ms": {
             "input_pipeline_per_episode": median_ms(lambda: next(iterator)),
-            "conv_encoders_forward": median_ms(encoders),
+            "memory_encoder_forward": median_ms(encoders),
             "forward": median_ms(forward),
             "forward_backward": median_ms(forward_backward),
             "full_step": median_ms(full_step),

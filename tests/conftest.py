@@ -24,6 +24,14 @@ def _dataset_root(required_file: str, what: str) -> str:
     return path
 
 
+@pytest.fixture(autouse=True)
+def seeded_initialisation():
+    """Every test builds its models from the same initial weights, so none depends on the order it runs in."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> str:
     return _dataset_root(os.path.join("omniglot", "images_background.zip"), "real Omniglot data")
@@ -52,6 +60,27 @@ def smoke_run(data_dir, cache_dir, tmp_path_factory) -> str:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return logdir
+
+
+@pytest.fixture(scope="session")
+def baseline_runs(data_dir, cache_dir, tmp_path_factory) -> dict[str, str]:
+    """{name: logdir} of every registered model but VMA trained by smoke.flags for 40 steps, each
+    trained on first use."""
+
+    class Runs(dict):
+        def __missing__(self, name):
+            logdir = str(tmp_path_factory.mktemp(f"smoke_{name}") / "run")
+            result = subprocess.run(
+                [sys.executable, os.path.join(REPO, "train.py"), "--flagfile=smoke.flags", f"--model={name}",
+                 f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={logdir}", "--steps=40",
+                 "--log_every=20", "--checkpoint_every=40", "--image_summary_every=40"],
+                cwd=REPO, capture_output=True, text=True, timeout=900,
+            )
+            assert result.returncode == 0, result.stderr[-3000:]
+            self[name] = logdir
+            return logdir
+
+    return Runs()
 
 
 def checkpoint_digest(logdir: str) -> str:

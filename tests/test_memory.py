@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from conftest import REPO
 
-from vma_tf import objectives, training
+from vma_tf import objectives, tasks, training
 from vma_tf.config import DataConfig, EpisodeConfig, ModelConfig, RunConfig, TrainConfig
 from vma_tf.data import images, mnist, omniglot
 from vma_tf.errors import UserInputError
@@ -40,35 +40,44 @@ def _images(count, seed):
 def test_distribution_shapes(config):
     model = build_model(config)
     memory = None if config.memory == "learned" else _images(M, 2)
+    assert model.reads_context == (memory is not None)
     x = _images(B, 1)
-    encoding = model.encode_memory(memory)
-    assert encoding.embeddings.shape == (M, 16)
+    encoded = model.encode_context(memory)
+    assert encoded.embeddings.shape == (M, 16)
     x_features, query = model.target_features(x)
     assert query.shape == (B, 16)
 
-    q_a, p_a = model.address_posterior(x, encoding), model.address_prior(encoding)
+    q_a, p_a = model.address_posterior(x, encoded), model.address_prior(encoded)
     assert q_a.batch_shape == (B,) and q_a.event_shape == () and p_a.batch_shape == ()
     assert q_a.probs_parameter().shape == (B, M)
-    addresses = tf.zeros([K, B], tf.int32)
-    q_z, p_z = model.z_posterior(x_features, encoding, addresses), model.z_prior(encoding, addresses)
+    entries = model.read(encoded, tf.zeros([K, B], tf.int32))
+    q_z, p_z = model.z_posterior(x_features, entries), model.z_prior(entries)
     assert q_z.batch_shape == (K, B) and q_z.event_shape == (Z,)
     assert p_z.batch_shape == (K, B) and p_z.event_shape == (Z,)
-    likelihood = model.likelihood(q_z.sample(seed=[1, 2]), encoding, addresses)
+    likelihood = model.likelihood(q_z.sample(seed=[1, 2]), entries)
     assert likelihood.batch_shape == (K, B) and likelihood.event_shape == (S, S, 1)
 
-    terms = model.log_weight_terms(x, memory, K, tf.constant([0, 1]))
-    assert terms.log_weights.shape == (K, B) and terms.kl_a.shape == (B,)
-    assert np.all(terms.kl_a.numpy() >= -1e-5) and np.all(terms.entropy_a.numpy() <= math.log(M) + 1e-5)
-    drawn, drawn_addresses = model.sample(memory, 4, tf.constant([3, 4]))
-    assert drawn.shape == (4, S, S, 1) and np.all((drawn_addresses.numpy() >= 0) & (drawn_addresses.numpy() < M))
+    record = model.log_weights_in_context(x, memory, K, tf.constant([0, 1]))
+    assert record.log_weights.shape == (K, B) and record.diagnostics["kl_a"].shape == (K, B)
+    q, p = q_a.probs_parameter().numpy().astype(np.float64), p_a.probs_parameter().numpy().astype(np.float64)
+    np.testing.assert_allclose(record.diagnostics["kl_a"].numpy()[0], (q * np.log(q / p)).sum(-1), atol=1e-4)
+    drawn = model.sample(encoded, 4, tf.constant([3, 4]))
+    assert drawn["images"].shape == (4, S, S, 1)
+    np.testing.assert_array_equal(drawn["images"].numpy(), model.sample_at(encoded, drawn["addresses"],
+                                                                           _z_seed([3, 4])).numpy())
+
+
+def _z_seed(seed):
+    """The seed `sample` draws z with, given its own seed."""
+    return tf.unstack(tf.random.experimental.stateless_split(tf.constant(seed), 2))[1]
 
 
 def test_a_learned_memory_model_reads_only_its_own_memory():
     learned = build_model(ModelConfig(**MLP, memory="learned", memory_size=M))
     with pytest.raises(ValueError, match="pass memory=None"):
-        learned.log_weight_terms(_images(B, 1), _images(M, 2), K, tf.constant([0, 1]))
+        learned.log_weights_in_context(_images(B, 1), _images(M, 2), K, tf.constant([0, 1]))
     with pytest.raises(ValueError, match="pass a memory"):
-        build_model(ModelConfig(**MLP)).encode_memory(None)
+        build_model(ModelConfig(**MLP)).encode_context(None)
     assert learned.learned_memory.shape == (M, S, S, 1)
     vectors = build_model(ModelConfig(**MLP, tie_embeddings=False, memory="learned", memory_size=M, memory_dim=10))
     assert vectors.learned_memory.shape == (M, 10)
@@ -81,7 +90,7 @@ def test_learned_memory_is_trained_and_never_decayed(tmp_path):
         model=ModelConfig(**MLP, tie_embeddings=False, memory="learned", memory_size=M, memory_dim=10),
         train=TrainConfig(logdir=str(tmp_path), weight_decay=0.1, learning_rate=1e-2, batch_size=B),
     )
-    trainer = training.Trainer(config, S)
+    trainer = training.Trainer(config, S, tasks.build_task(config))
     model = trainer.model
     decayed = training.weight_decay_variables(model)
     assert not any(v is model.learned_memory for v in decayed)
@@ -235,9 +244,12 @@ def test_a_learned_memory_export_takes_no_memory(learned_run, tmp_path):
 def test_a_learned_memory_run_evaluates(learned_run, tmp_path):
     nll = _evaluate(learned_run, "nll", tmp_path, "--num_importance_samples=5", "--num_episodes=2")
     assert nll["num_examples"] == 64 and nll["memory_source"] == "learned" and nll["nll_nats"] > 0
-    assert 0 <= nll["kl_a"] <= math.log(8) + 1e-4
+    assert nll["diagnostics"] == ["kl_a", "kl_z", "entropy_a"] and nll["nll_nats"] <= nll["elbo_nats"]
     samples = _evaluate(learned_run, "samples", tmp_path, "--sample_rows=3", "--samples_per_row=4")
     assert len(samples["row_addresses"]) == 3 and os.path.isfile(samples["meta"]["figures"][0])
     refused = _run("eval.py", f"--logdir={learned_run}", "--mode=classification", check=False)
     assert refused.returncode != 0
-    assert "needs a run trained with few-shot Omniglot episodes" in refused.stderr.strip().splitlines()[-1]
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "eval.py: error: --mode=classification needs test characters with classes (Omniglot); this run's data is "
+        "mnist (its modes: nll, samples, export)"
+    )

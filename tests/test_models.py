@@ -1,84 +1,215 @@
-"""Batch and event shapes of every model part, and the addressing math."""
+"""The model contract, for every registered model (a new model joins by its registry name), and
+the capabilities and math particular to each: VMA's addressing, soft attention's read."""
+
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from vma_tf import addressing
+from vma_tf import addressing, objectives
 from vma_tf.config import ModelConfig
-from vma_tf.models import build_model
+from vma_tf.evaluation.bounds import BoundEvaluator
+from vma_tf.export import LOG_LIKELIHOOD_SEED, export_saved_model
+from vma_tf.models import REGISTRY, AddressedMemory, AttendingMemory, MemoryReader, build_model, context_for
 
 B, M, K, S, Z = 5, 7, 3, 26, 8
-
-
-@pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
-def model(request):
-    config = ModelConfig(
-        image_size=S, latent_dim=Z, embed_dim=16, conv_channels=8, hidden_units=32,
-        tie_embeddings=request.param,
-    )
-    return build_model(config)
+SMALL = dict(image_size=S, latent_dim=Z, embed_dim=16, conv_channels=8, hidden_units=32)
 
 
 def _images(count, seed):
     return tf.cast(tf.random.stateless_uniform([count, S, S, 1], [seed, 0]) < 0.2, tf.float32)
 
 
-def test_distribution_shapes(model):
-    x, memory = _images(B, 1), _images(M, 2)
-    x_top, query, encoding = model.features(x, memory)
-    assert query.shape == (B, 16) and encoding.embeddings.shape == (M, 16)
+@pytest.fixture(scope="module", params=sorted(REGISTRY))
+def model(request):
+    return build_model(ModelConfig(name=request.param, **SMALL))
 
-    q_a = model.address_posterior(x, encoding)
-    assert q_a.batch_shape == (B,) and q_a.event_shape == ()
-    np.testing.assert_allclose(q_a.probs_parameter().numpy().sum(-1), 1.0, rtol=1e-5)
-    p_a = model.address_prior(encoding)
-    assert p_a.batch_shape == () and p_a.event_shape == ()
+
+def _encoded(model, memory):
+    return model.encode_context(context_for(model, memory))
+
+
+def test_log_weights_have_the_contracts_shapes_and_are_finite(model):
+    x, memory = _images(B, 1), _images(M, 2)
+    record = model.log_weights(x, _encoded(model, memory), K, tf.constant([0, 1]))
+    assert record.log_weights.shape == (K, B) and record.log_likelihood.shape == (K, B)
+    assert np.all(np.isfinite(record.log_weights.numpy()))
+    assert set(record.diagnostics) == set(model.DIAGNOSTICS)
+    for name, value in record.diagnostics.items():
+        assert value.shape == (K, B), name
+    assert record.likelihood.batch_shape == (K, B) and record.likelihood.event_shape == (S, S, 1)
+    # log p(x|latents) is the Bernoulli log-probability of x under the likelihood's own logits.
+    logits = record.likelihood.distribution.logits.numpy().astype(np.float64)
+    pixels = x.numpy().astype(np.float64)
+    expected = (pixels * logits - np.logaddexp(0.0, logits)).reshape(K, B, -1).sum(-1)
+    np.testing.assert_allclose(record.log_likelihood.numpy(), expected, rtol=1e-4)
+    if record.score_log_prob is not None:
+        assert record.score_log_prob.shape == (K, B)
+    if isinstance(model, MemoryReader):
+        assert model.reads_context
+        probs = model.entry_posterior(x, _encoded(model, memory)).numpy()
+        assert probs.shape == (B, M)
+        np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    else:
+        assert record.reads is None
+
+
+def test_the_bound_tightens_with_more_samples(model):
+    x, memory = _images(32, 3), _images(6, 4)
+    evaluator = BoundEvaluator(model)
+    nll = [evaluator(x, memory, k, tf.constant([5, k])).nll.mean() for k in (1, 10, 100)]
+    assert nll[0] > nll[1] > nll[2], nll
+
+
+def test_samples_are_reproducible_under_a_seed(model):
+    encoded = _encoded(model, _images(M, 5))
+    first = model.sample(encoded, 6, tf.constant([3, 4]))
+    again = model.sample(encoded, 6, tf.constant([3, 4]))
+    other = model.sample(encoded, 6, tf.constant([3, 5]))
+    assert first["images"].shape == (6, S, S, 1)
+    np.testing.assert_array_equal(first["images"].numpy(), again["images"].numpy())
+    assert not np.array_equal(first["images"].numpy(), other["images"].numpy())
+    if isinstance(model, AddressedMemory):
+        addresses = first["addresses"].numpy()
+        assert addresses.shape == (6,) and np.all((addresses >= 0) & (addresses < M))
+
+
+def test_the_objective_follows_the_record(model):
+    """VIMCO when the record has a score term; otherwise minus the mean K-sample bound, for any K."""
+    x, memory = _images(B, 6), _images(M, 7)
+    record = model.log_weights(x, _encoded(model, memory), K, tf.constant([1, 1]))
+    loss, bound = objectives.bound_loss(record)
+    np.testing.assert_allclose(bound.numpy(), objectives.multi_sample_bound(record.log_weights).numpy(), rtol=1e-6)
+    if record.score_log_prob is None:
+        np.testing.assert_allclose(loss.numpy(), -bound.numpy().mean(), rtol=1e-6)
+        single = model.log_weights(x, _encoded(model, memory), 1, tf.constant([1, 1]))
+        assert np.isfinite(objectives.bound_loss(single)[0].numpy())
+    else:
+        expected, _ = objectives.vimco_surrogate_loss(record.log_weights, record.score_log_prob)
+        np.testing.assert_allclose(loss.numpy(), expected.numpy(), rtol=1e-6)
+    assert REGISTRY[model.name].min_num_samples == (1 if record.score_log_prob is None else 2)
+
+
+# Runs in a fresh interpreter outside the repository, with `import vma_tf` made impossible.
+LOAD_WITHOUT_PACKAGE = textwrap.dedent("""
+    import sys
+    sys.modules["vma_tf"] = None
+    import numpy as np, tensorflow as tf
+    directory, inputs, outputs = sys.argv[1:]
+    data = np.load(inputs)
+    model = tf.saved_model.load(directory)
+    memory = {"memory": tf.constant(data["memory"])} if "memory" in \\
+        model.signatures["sample"].structured_input_signature[1] else {}
+    results = {"signatures": np.array(sorted(model.signatures))}
+    results["nll"] = model.signatures["log_likelihood"](
+        x=tf.constant(data["x"]), num_samples=tf.constant(50), **memory)["nll_nats"].numpy()
+    for seed in (1, 2):
+        drawn = model.signatures["sample"](num_samples=tf.constant(9), seed=tf.constant(seed), **memory)
+        results[f"images{seed}"] = drawn["images"].numpy()
+    results["default"] = model.signatures["serving_default"](
+        num_samples=tf.constant(9), seed=tf.constant(1), **memory)["images"].numpy()
+    for name, output in (("address_posterior", "probs"), ("attention", "weights")):
+        if name in model.signatures:
+            results[name] = model.signatures[name](x=tf.constant(data["x"]), **memory)[output].numpy()
+    np.savez(outputs, **results)
+    try:
+        import vma_tf  # noqa: F401
+        print("vma_tf importable")
+    except ImportError:
+        print("vma_tf blocked")
+""")
+
+
+def test_the_export_round_trips_through_plain_tensorflow(model, tmp_path):
+    x, memory = _images(B, 8).numpy(), _images(M, 9).numpy()
+    export_saved_model(model, S, str(tmp_path / "saved_model"))
+    np.savez(tmp_path / "inputs.npz", x=x, memory=memory)
+    script = tmp_path / "load.py"
+    script.write_text(LOAD_WITHOUT_PACKAGE)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "saved_model"), str(tmp_path / "inputs.npz"),
+         str(tmp_path / "out.npz")],
+        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "vma_tf blocked" in result.stdout
+    loaded = np.load(tmp_path / "out.npz")
+
+    expected_signatures = {"sample", "serving_default", "log_likelihood"}
+    encoded = _encoded(model, tf.constant(memory))
+    if isinstance(model, AddressedMemory):
+        expected_signatures.add("address_posterior")
+        probs = model.address_posterior(tf.constant(x), encoded).probs_parameter().numpy()
+        np.testing.assert_allclose(loaded["address_posterior"], probs, atol=1e-5)
+    if isinstance(model, AttendingMemory):
+        expected_signatures.add("attention")
+        np.testing.assert_allclose(loaded["attention"], model.attention(tf.constant(x), encoded).numpy(), atol=1e-5)
+    assert set(loaded["signatures"]) == expected_signatures
+    nll = BoundEvaluator(model)(tf.constant(x), tf.constant(memory), 50, tf.constant(LOG_LIKELIHOOD_SEED)).nll
+    np.testing.assert_allclose(loaded["nll"], nll, rtol=1e-5)
+    assert loaded["images1"].shape == (9, S, S, 1)
+    np.testing.assert_array_equal(loaded["images1"], loaded["default"])
+    assert not np.array_equal(loaded["images1"], loaded["images2"])
+
+
+# -- VMA -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
+def vma(request):
+    return build_model(ModelConfig(**SMALL, tie_embeddings=request.param))
+
+
+def test_vma_addressing_distributions_and_reads(vma):
+    x, memory = _images(B, 1), _images(M, 2)
+    x_top, query, encoded = vma.features(x, memory)
+    assert query.shape == (B, 16) and encoded.embeddings.shape == (M, 16)
+    q_a, p_a = vma.address_posterior(x, encoded), vma.address_prior(encoded)
+    assert q_a.batch_shape == (B,) and q_a.event_shape == () and p_a.batch_shape == ()
     assert p_a.probs_parameter().shape == (M,)
 
-    addresses = tf.zeros([K, B], tf.int32)
-    q_z = model.z_posterior(x_top, encoding, addresses)
-    p_z = model.z_prior(encoding, addresses)
+    addresses = tf.constant(np.random.default_rng(0).integers(0, M, (K, B)), tf.int32)
+    entries = vma.read(encoded, addresses)
+    np.testing.assert_array_equal(entries.top.numpy(), encoded.top.numpy()[addresses.numpy()])
+    q_z, p_z = vma.z_posterior(x_top, entries), vma.z_prior(entries)
     assert q_z.batch_shape == (K, B) and q_z.event_shape == (Z,)
     assert p_z.batch_shape == (K, B) and p_z.event_shape == (Z,)
-    likelihood = model.likelihood(q_z.sample(seed=[1, 2]), encoding, addresses)
+    likelihood = vma.likelihood(q_z.sample(seed=[1, 2]), entries)
     assert likelihood.batch_shape == (K, B) and likelihood.event_shape == (S, S, 1)
 
 
-def test_log_weight_terms_shapes_and_bounds(model):
+def test_vma_diagnostics_match_an_independent_computation(vma):
     x, memory = _images(B, 3), _images(M, 4)
-    terms = model.log_weight_terms(x, memory, K, tf.constant([0, 1]))
-    for name in ("log_likelihood", "log_prior_z", "log_posterior_z", "log_prior_a", "log_posterior_a", "kl_z"):
-        assert getattr(terms, name).shape == (K, B), name
-    assert terms.log_weights.shape == (K, B)
-    assert terms.kl_a.shape == (B,) and terms.entropy_a.shape == (B,)
-    assert np.all(terms.kl_a.numpy() >= -1e-5) and np.all(terms.kl_z.numpy() >= -1e-4)
-    assert np.all(terms.entropy_a.numpy() <= np.log(M) + 1e-5)
-    assert np.all((terms.addresses.numpy() >= 0) & (terms.addresses.numpy() < M))
-    assert np.all(terms.log_likelihood.numpy() < 0)
+    encoded = vma.encode_context(memory)
+    record = vma.log_weights(x, encoded, K, tf.constant([0, 1]))
+    q = vma.address_posterior(x, encoded).probs_parameter().numpy().astype(np.float64)
+    p = vma.address_prior(encoded).probs_parameter().numpy().astype(np.float64)
+    kl = (q * (np.log(q) - np.log(p))).sum(-1)
+    entropy = -(q * np.log(q)).sum(-1)
+    np.testing.assert_allclose(record.diagnostics["kl_a"].numpy(), np.broadcast_to(kl, (K, B)), atol=1e-4)
+    np.testing.assert_allclose(record.diagnostics["entropy_a"].numpy(), np.broadcast_to(entropy, (K, B)), atol=1e-4)
+    np.testing.assert_allclose(record.score_log_prob.numpy(), np.log(q[np.arange(B), record.reads.numpy()]),
+                               atol=1e-4)
 
 
-def test_samples_are_reproducible_images(model):
-    memory = _images(M, 5)
-    images, addresses = model.sample(memory, 6, tf.constant([3, 4]))
-    again, _ = model.sample(memory, 6, tf.constant([3, 4]))
-    assert images.shape == (6, S, S, 1) and addresses.shape == (6,)
-    assert np.all((images.numpy() >= 0) & (images.numpy() <= 1))
-    np.testing.assert_array_equal(images.numpy(), again.numpy())
+def test_the_training_path_equals_encoding_first(vma):
+    """log_weights_in_context shares the conv passes of targets and memory, and changes nothing."""
+    x, memory = _images(B, 5), _images(M, 6)
+    joint = vma.log_weights_in_context(x, memory, K, tf.constant([2, 3]))
+    apart = vma.log_weights(x, vma.encode_context(memory), K, tf.constant([2, 3]))
+    np.testing.assert_allclose(joint.log_weights.numpy(), apart.log_weights.numpy(), rtol=1e-4, atol=1e-3)
 
 
 def test_untied_model_has_a_second_embedding_net():
-    count = lambda tie: sum(  # noqa: E731
-        v.numpy().size
-        for v in _built(ModelConfig(image_size=S, conv_channels=8, embed_dim=16, tie_embeddings=tie))
-    )
+    def count(tie):
+        return sum(v.numpy().size for v in build_model(ModelConfig(**SMALL, tie_embeddings=tie)).trainable_variables)
+
     assert count(False) > count(True)
-
-
-def _built(config):
-    model = build_model(config)
-    model.log_weight_terms(_images(1, 0), _images(1, 1), 2, tf.constant([0, 0]))
-    return model.trainable_variables
 
 
 def test_similarity_is_inner_product_over_memory_norm():
@@ -92,3 +223,25 @@ def test_similarity_is_inner_product_over_memory_norm():
 def test_flat_prior_is_uniform():
     prior = addressing.address_prior(tf.ones([M, 4]), None)
     np.testing.assert_allclose(prior.probs_parameter().numpy(), np.full(M, 1 / M), rtol=1e-6)
+
+
+# -- soft attention ------------------------------------------------------------------------------
+
+
+def test_soft_attention_reads_the_attention_weighted_mean_of_the_entries():
+    model = build_model(ModelConfig(name="soft_attention", **SMALL))
+    memory = _images(M, 10)
+    encoded = model.encode_context(memory)
+    z = tf.random.stateless_normal([4, Z], [1, 2])
+    weights = model.attention_weights(z, encoded).numpy()
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+    # With all of an entry's copies in memory the read is that entry's: the likelihood equals the
+    # one given a memory of that entry alone.
+    single = model.encode_context(tf.repeat(memory[:1], 3, axis=0))
+    alone = model.encode_context(memory[:1])
+    np.testing.assert_allclose(model.likelihood(z, single)[0].distribution.logits.numpy(),
+                               model.likelihood(z, alone)[0].distribution.logits.numpy(), rtol=1e-4, atol=1e-4)
+    record = model.log_weights(_images(B, 11), encoded, K, tf.constant([0, 0]))
+    assert record.reads.shape == (K, B, M)
+    entropy = -(record.reads.numpy() * np.log(record.reads.numpy())).sum(-1)
+    np.testing.assert_allclose(record.diagnostics["entropy_attention"].numpy(), entropy, rtol=1e-4)

@@ -166,3 +166,26 @@ def test_bad_data_is_named_and_nothing_is_cached(damage, message, tmp_path):
     assert last.startswith("train.py: error: ") and re.search(message, last), last
     assert not cache.exists() or not os.listdir(cache)  # no cache, whole or partial
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_logdir_from_before_the_model_registry_resumes_and_evaluates(data_dir, cache_dir, tmp_path):
+    """A config.json written before `--model` existed has no model name: it is VMA's, and the run
+    resumes, evaluates and exports."""
+    common = [f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={tmp_path}", *TINY]
+    run_train(*common)
+    with open(tmp_path / "config.json") as f:
+        config = json.load(f)
+    del config["model"]["name"]
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(config, f)
+    run_train(*common, "--steps=5")
+    assert model_weights(str(tmp_path))[1] == 5
+    output = tmp_path / "nll.json"
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "eval.py"), f"--logdir={tmp_path}", "--mode=nll", f"--data_dir={data_dir}",
+         f"--cache_dir={cache_dir}", "--num_importance_samples=5", "--num_episodes=1", f"--output_json={output}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(output) as f:
+        assert json.load(f)["model"] == "vma"

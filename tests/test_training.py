@@ -43,7 +43,12 @@ def model_weights(logdir):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--num_samples=1"], "--num_samples must be at least 2 for VIMCO"),
+        (["--num_samples=1"], r"--num_samples must be at least 2 for --model=vma \(VIMCO\), got 1"),
+        (["--model=vae", "--num_samples=0"], "--num_samples must be at least 1 for --model=vae, got 0"),
+        (["--model=gmn"], r"--model must be one of \('vma', 'vae', 'soft_attention'\), got 'gmn'"),
+        (["--model=vae", "--memory=recall"], r"--memory=recall but --model=vae trains with \('few_shot', 'none'\)"),
+        (["--model=soft_attention", "--memory=learned"], "--memory=learned but --model=soft_attention trains with"),
+        (["--model=vae", "--model_arch=mlp"], r"--model_arch=mlp but --model=vae has nets for \('conv',\)"),
         (["--memory_per_class=0"], "--memory_per_class must be at least 1"),
         (["--classes_per_batch=1480", "--split=45_5"], "needs 1480 classes .* split has 1479"),
         (["--data_dir=/nonexistent"], "missing Omniglot archive /nonexistent/omniglot/images_background.zip"),

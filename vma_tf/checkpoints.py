@@ -72,8 +72,9 @@ def check_compatible(config: RunConfig) -> None:
     stored = read_run_config(logdir).model
     for field in dataclasses.fields(stored):
         old, new = getattr(stored, field.name), getattr(config.model, field.name)
+        flag = "model" if field.name == "name" else field.name  # ModelConfig.name is set by --model
         if old != new:
             raise UserInputError(
-                f"--{field.name}={new} but the checkpoint in {logdir} was trained with --{field.name}={old}; "
+                f"--{flag}={new} but the checkpoint in {logdir} was trained with --{flag}={old}; "
                 "use another --logdir or the same setting"
             )

@@ -53,8 +53,12 @@ class EpisodeConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The VMA model: its nets (paper sections 4.1 and 4.2) and where its memory comes from.
+    """The model (a name in `vma_tf.models.REGISTRY`), its nets and where its memory comes from.
 
+    name: "vma" (Variational Memory Addressing), "vae" (no memory) or "soft_attention" (a memory
+      read by attention on z). The baselines share VMA's conv nets: they read model_arch (conv
+      only), image_size, latent_dim, embed_dim (soft_attention), conv_channels, hidden_units,
+      memory and memory_size; the other fields are VMA's.
     model_arch: "conv" (section 4.2) or "mlp" (section 4.1).
     conv_channels: feature maps of every 3x3 conv layer (the paper: 48 or 64).
     hidden_units: width of the one hidden layer of each conv model's MLP head.
@@ -62,14 +66,16 @@ class ModelConfig:
     prior: "learned" (p(a) from a learned query e_p) or "flat" (1/|M|).
     tie_embeddings: use one embedding net for memory and query (h_q = h); needs memory entries
       shaped like images.
-    memory: "few_shot" (other images of the targets' classes, drawn every step), "recall"
-      (memory_size random training images every step; the targets are drawn from them) or
-      "learned" (memory_size trainable entries, no weight decay).
+    memory: the task, i.e. where the memory comes from: "few_shot" (other images of the
+      targets' classes, drawn every step), "recall" (memory_size random training images every
+      step; the targets are drawn from them), "learned" (memory_size trainable entries, no
+      weight decay) or "none" (batches of images without a memory).
     memory_size: |M| of "recall" and "learned".
     memory_dim: "learned" only: 0 for entries shaped like images, or the size of vector entries
       (the MLP model only; the paper's MNIST runs: 256).
     """
 
+    name: str = "vma"
     model_arch: str = "conv"
     image_size: int = 26
     latent_dim: int = 64
@@ -171,11 +177,13 @@ class RunConfig:
         return cls(**{name: section(**fields(values[name])) for name, section in sections.items()})
 
 
-def from_flag_values(config_class: type, values: object):
-    """A config dataclass whose every field is read from the attribute of the same name of
-    `values` (the entry points pass absl's FLAGS); lists become tuples."""
-    fields = {}
+def from_flag_values(config_class: type, values: object, **overrides):
+    """A config dataclass whose every field but those in `overrides` is read from the attribute of
+    the same name of `values` (the entry points pass absl's FLAGS); lists become tuples."""
+    fields = dict(overrides)
     for field in dataclasses.fields(config_class):
+        if field.name in overrides:
+            continue
         value = getattr(values, field.name)
         fields[field.name] = tuple(value) if isinstance(value, list) else value
     return config_class(**fields)

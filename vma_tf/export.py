@@ -1,17 +1,17 @@
 """SavedModel export: a trained model that plain TensorFlow can load, sample and score.
 
-Signatures (names and argument names are the contract; any batch and memory size):
-    sample(memory float32[M,H,W,1], num_samples int32[], seed int32[])
-        -> images float32[num_samples,H,W,1] (Bernoulli means), addresses int32[num_samples]
-    address_posterior(x float32[B,H,W,1], memory float32[M,H,W,1]) -> probs float32[B,M]
-    log_likelihood(x float32[B,H,W,1], memory float32[M,H,W,1], num_samples int32[])
+Signatures are chosen by what the model can do (names and argument names are the contract; any
+batch and memory size). `memory` float32[M,H,W,1] is an input of each signature of a model that
+reads a memory, and absent for one that does not (a VAE, or VMA with a learned memory).
+    sample([memory,] num_samples int32[], seed int32[])
+        -> images float32[num_samples,H,W,1] (Bernoulli means); an addressed model (VMA) also
+           returns addresses int32[num_samples], the memory entry of each sample
+    log_likelihood(x float32[B,H,W,1], [memory,] num_samples int32[])
         -> nll_nats float32[B]: minus the K-sample bound, drawn with the fixed seed LOG_LIKELIHOOD_SEED
+    address_posterior(x, [memory]) -> probs float32[B,M]      (addressed models: q(a|x))
+    attention(x, memory) -> weights float32[B,M]               (soft attention, at the mean of q(z|x))
     serving_default = sample
 Images are in [0, 1] with ink = 1, H = W = the model's image size.
-
-A model with a learned memory reads only its own memory, so its signatures have no `memory`
-argument (passing one is an error): sample(num_samples, seed), address_posterior(x) -> probs
-float32[B, |M|], log_likelihood(x, num_samples).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import tensorflow as tf
 
 from vma_tf import checkpoints
 from vma_tf.evaluation.bounds import DEFAULT_PAIRS_PER_CALL, streamed_sums
+from vma_tf.models import AddressedMemory, AttendingMemory, GenerativeModel
 
 SAVED_MODEL_DIR = "saved_model"
-SIGNATURES = ("sample", "address_posterior", "log_likelihood", "serving_default")
 LOG_LIKELIHOOD_SEED = (0, 0)
 
 
@@ -36,43 +36,60 @@ def _scalar_spec(name: str) -> tf.TensorSpec:
 class ServingModule(tf.Module):
     """The exported functions of one model; their input signatures fix H = W = image_size."""
 
-    def __init__(self, model, image_size: int, pairs_per_call: int = DEFAULT_PAIRS_PER_CALL):
+    def __init__(self, model: GenerativeModel, image_size: int, pairs_per_call: int = DEFAULT_PAIRS_PER_CALL):
         super().__init__(name="vma_serving")
         self.model = model
         self.pairs_per_call = pairs_per_call
         self.image_shape = images = [None, image_size, image_size, 1]
-        x_spec = tf.TensorSpec(images, tf.float32, name="x")
+        x = tf.TensorSpec(images, tf.float32, name="x")
         num_samples, seed = _scalar_spec("num_samples"), _scalar_spec("seed")
-        if model.learned_memory is not None:
-            self.sample = tf.function(lambda n, s: self._sample(None, n, s), input_signature=[num_samples, seed])
-            self.address_posterior = tf.function(lambda x: self._address_posterior(x, None), input_signature=[x_spec])
-            self.log_likelihood = tf.function(
-                lambda x, n: self._log_likelihood(x, None, n), input_signature=[x_spec, num_samples]
-            )
-            return
-        memory_spec = tf.TensorSpec(images, tf.float32, name="memory")
-        self.sample = tf.function(self._sample, input_signature=[memory_spec, num_samples, seed])
-        self.address_posterior = tf.function(self._address_posterior, input_signature=[x_spec, memory_spec])
-        self.log_likelihood = tf.function(self._log_likelihood, input_signature=[x_spec, memory_spec, num_samples])
+        # A model without a memory input gets the same functions with memory=None bound in.
+        memory = [tf.TensorSpec(images, tf.float32, name="memory")] if model.reads_context else []
+
+        exported = {
+            "sample": self._function(self._sample, memory, [num_samples, seed], []),
+            "log_likelihood": self._function(self._log_likelihood, memory, [num_samples], [x]),
+        }
+        if isinstance(model, AddressedMemory):
+            exported["address_posterior"] = self._function(self._address_posterior, memory, [], [x])
+        if isinstance(model, AttendingMemory):
+            exported["attention"] = self._function(self._attention, memory, [], [x])
+        for name, function in exported.items():
+            setattr(self, name, function)
+        self.signature_names = tuple(exported)
+
+    @staticmethod
+    def _function(method, memory: list[tf.TensorSpec], after: list[tf.TensorSpec], before: list[tf.TensorSpec]):
+        """A tf.function of method(*before, memory, *after), memory being None when the model takes none."""
+        if memory:
+            return tf.function(method, input_signature=[*before, *memory, *after])
+        count = len(before)
+        return tf.function(lambda *args: method(*args[:count], None, *args[count:]), input_signature=[*before, *after])
 
     def _checked(self, images: tf.Tensor | None) -> tf.Tensor | None:
         # Signatures called through `model.signatures[...]` check dtypes but not shapes; this
         # turns a wrong rank or size into InvalidArgumentError before any layer sees the input.
         return None if images is None else tf.ensure_shape(images, self.image_shape)
 
-    def _sample(self, memory, num_samples, seed):
-        images, addresses = self.model.sample(self._checked(memory), num_samples, tf.stack([seed, 0]))
-        return {"images": tf.cast(images, tf.float32), "addresses": tf.cast(addresses, tf.int32)}
+    def _encoded(self, memory: tf.Tensor | None):
+        return self.model.encode_context(self._checked(memory))
 
-    def _address_posterior(self, x, memory):
-        q_a = self.model.address_posterior(self._checked(x), self.model.encode_memory(self._checked(memory)))
-        return {"probs": q_a.probs_parameter()}
+    def _sample(self, memory, num_samples, seed):
+        drawn = self.model.sample(self._encoded(memory), num_samples, tf.stack([seed, 0]))
+        return {name: tf.cast(value, tf.int32 if value.dtype.is_integer else tf.float32)
+                for name, value in drawn.items()}
 
     def _log_likelihood(self, x, memory, num_samples):
-        x, encoding = self._checked(x), self.model.encode_memory(self._checked(memory))
         seed = tf.constant(LOG_LIKELIHOOD_SEED, tf.int32)
-        sums = streamed_sums(self.model, x, encoding, num_samples, self.pairs_per_call, seed)
+        sums = streamed_sums(self.model, self._checked(x), self._encoded(memory), num_samples, self.pairs_per_call,
+                             seed)
         return {"nll_nats": -(sums["log_sum_w"] - tf.math.log(tf.cast(num_samples, tf.float32)))}
+
+    def _address_posterior(self, x, memory):
+        return {"probs": self.model.address_posterior(self._checked(x), self._encoded(memory)).probs_parameter()}
+
+    def _attention(self, x, memory):
+        return {"weights": self.model.attention(self._checked(x), self._encoded(memory))}
 
 
 def export_saved_model(model, image_size: int, directory: str) -> str:
@@ -87,8 +104,9 @@ def export_saved_model(model, image_size: int, directory: str) -> str:
     staging, retired = f"{directory}.tmp", f"{directory}.old"
     for leftover in (staging, retired):
         shutil.rmtree(leftover, ignore_errors=True)
-    signatures = {name: getattr(module, name) for name in ("sample", "address_posterior", "log_likelihood")}
-    tf.saved_model.save(module, staging, signatures={**signatures, "serving_default": module.sample})
+    tf.saved_model.save(module, staging, signatures={
+        **{name: getattr(module, name) for name in module.signature_names}, "serving_default": module.sample
+    })
     if os.path.exists(directory):
         os.rename(directory, retired)
     os.rename(staging, directory)

@@ -49,16 +49,18 @@ class ConvPyramid(keras.layers.Layer):
 
 
 class Upscaler(keras.layers.Layer):
-    """Maps a code [N, D] and m_a's coarser pyramid levels to Bernoulli logits [N, S, S, 1].
+    """Maps a code [N, D] (and, for a model with memory, m_a's coarser pyramid levels) to
+    Bernoulli logits [N, S, S, 1].
 
     Each stride-2 transposed conv lands exactly on the next level's size (its output padding
     is chosen for that: cropping costs more in the backward pass than the convolutions) and
     adds that level of m_a's pyramid. The last one maps straight to logits, to which the
     finest level and m_a's pixels add through `memory_logits`: that term is linear in m_a
     alone, so it is computed once per memory entry, not once per (sample, target).
+    With memory_inputs=False (a plain VAE) the same layers run without the memory's terms.
     """
 
-    def __init__(self, channels: int, image_size: int, **kwargs):
+    def __init__(self, channels: int, image_size: int, memory_inputs: bool = True, **kwargs):
         super().__init__(**kwargs)
         sizes = pyramid_level_sizes(image_size)
         self.top_shape = (sizes[-1], sizes[-1], channels)
@@ -75,23 +77,28 @@ class Upscaler(keras.layers.Layer):
             )
             for coarse, fine in zip(sizes[:0:-1], sizes[-2::-1])
         )
-        self.finest_to_logits = keras.layers.Conv2D(1, 3, padding="same", use_bias=False)
-        self.image_to_logits = keras.layers.Conv2D(1, 3, padding="same", use_bias=False)
+        if memory_inputs:
+            self.finest_to_logits = keras.layers.Conv2D(1, 3, padding="same", use_bias=False)
+            self.image_to_logits = keras.layers.Conv2D(1, 3, padding="same", use_bias=False)
 
     def memory_logits(self, finest_level: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
         """m_a's contribution to the logits, [M, S, S, 1], from its finest level [M, S, S, C] and pixels."""
         return self.finest_to_logits(finest_level) + self.image_to_logits(image)
 
-    def call(self, inputs: tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]) -> tf.Tensor:
-        """inputs: code [N, D], m_a's levels [S/2, S/4, S/8] (finest first), memory_logits [N, S, S, 1]."""
-        code, levels, memory_logits = inputs
-        h = tf.reshape(self.project(code), [-1, *self.top_shape]) + levels[-1]
-        skips = [*levels[-2::-1], None]
-        for conv, upsample, skip in zip(self.convs, self.upsamples, skips):
+    def call(
+        self, code: tf.Tensor, levels: list[tf.Tensor] | None = None, memory_logits: tf.Tensor | None = None
+    ) -> tf.Tensor:
+        """code [N, D]; m_a's levels [S/2, S/4, S/8] (finest first) and memory_logits [N, S, S, 1], or
+        None for a decoder without memory."""
+        h = tf.reshape(self.project(code), [-1, *self.top_shape])
+        skips = [None, None, None] if levels is None else [levels[-1], *levels[-2::-1]]
+        if skips[0] is not None:
+            h = h + skips[0]
+        for conv, upsample, skip in zip(self.convs, self.upsamples, [*skips[1:], None]):
             h = upsample(conv(h))
             if skip is not None:
                 h = h + skip
-        return h + tf.cast(memory_logits, h.dtype)
+        return h if memory_logits is None else h + tf.cast(memory_logits, h.dtype)
 
 
 class Embedder(keras.layers.Layer):
@@ -137,10 +144,17 @@ class MLP(keras.layers.Layer):
         return self.output_layer(features)
 
 
-def unflatten_samples(values: tf.Tensor, addresses: tf.Tensor) -> tf.Tensor:
-    """values [N, ...] computed for the N = prod(shape(addresses)) flattened addresses ->
-    [*shape(addresses), ...]."""
-    return tf.reshape(values, tf.concat([tf.shape(addresses), tf.shape(values)[1:]], axis=0))
+def flatten_leading(values: tf.Tensor, inner_rank: int) -> tf.Tensor:
+    """[..., *inner] -> [N, *inner], inner being the last inner_rank dimensions (kept static where known,
+    as the conv layers need)."""
+    dynamic = tf.unstack(tf.shape(values)[-inner_rank:])
+    inner = [size if size is not None else dynamic[i] for i, size in enumerate(values.shape[-inner_rank:])]
+    return tf.reshape(values, [-1, *inner])
+
+
+def unflatten_samples(values: tf.Tensor, leading_shape: tf.Tensor) -> tf.Tensor:
+    """values [N, ...] computed for N = prod(leading_shape) flattened samples -> [*leading_shape, ...]."""
+    return tf.reshape(values, tf.concat([leading_shape, tf.shape(values)[1:]], axis=0))
 
 
 def diag_gaussian(params: tf.Tensor) -> tfd.MultivariateNormalDiag:

@@ -1,9 +1,15 @@
-"""The multi-sample bound and the VIMCO surrogate (Mnih & Rezende 2016), all in nats."""
+"""The multi-sample bound and the VIMCO surrogate (Mnih & Rezende 2016), all in nats.
+
+`bound_loss` is the one training objective of every model: which estimator it uses follows
+from the model's LogWeights alone.
+"""
 
 from __future__ import annotations
 
 import tensorflow as tf
 import tensorflow_probability as tfp
+
+from vma_tf.models.base import LogWeights
 
 VIMCO_BASELINES = ("geometric", "arithmetic")
 
@@ -43,6 +49,18 @@ def vimco_surrogate_loss(
     bound, signal = vimco_learning_signal(log_weights, baseline)
     score = tf.reduce_sum(tf.stop_gradient(signal) * log_posterior_a, axis=0)
     return -tf.reduce_mean(bound + score), bound
+
+
+def bound_loss(record: LogWeights, vimco_baseline: str = "geometric") -> tuple[tf.Tensor, tf.Tensor]:
+    """The loss to minimise for K importance samples of B targets; returns (loss [], L [B]).
+
+    VIMCO when the record has a score term (latents sampled without reparameterisation), the
+    plain K-sample (IWAE) bound -mean_B L otherwise, which any K >= 1 serves.
+    """
+    if record.score_log_prob is None:
+        bound = multi_sample_bound(record.log_weights)
+        return -tf.reduce_mean(bound), bound
+    return vimco_surrogate_loss(record.log_weights, record.score_log_prob, vimco_baseline)
 
 
 def l2_penalty(variables: list[tf.Variable], coefficient: float) -> tf.Tensor:

@@ -15,40 +15,34 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 
 import keras
 import tensorflow as tf
 
-from vma_tf import checkpoints, export, objectives
+from vma_tf import checkpoints, export, objectives, tasks
 from vma_tf.config import RunConfig
-from vma_tf.data import episodes, omniglot
-from vma_tf.data import images as flat_images
+from vma_tf.data.episodes import Episode
 from vma_tf.errors import RunDivergedError, RunInterruptedError, UserInputError, require_positive
-from vma_tf.models import ARCHITECTURES, build_model
+from vma_tf.models import REGISTRY, MemoryReader, build_model, context_for
 from vma_tf.seeds import seed_for
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("loss_nats", "kl_a", "kl_z", "recon_nats", "entropy_a")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-MEMORIES = ("few_shot", "recall", "learned")
 _MODEL_STREAM, _SUMMARY_STREAM = 1, 2
-_GRID_COLUMNS, _MAX_SHOWN = 8, 64  # image summaries of recall and learned memories
+_MAX_SHOWN = 64  # memory entries in image summaries
 
 
 def validate(config: RunConfig) -> None:
     """Raises UserInputError for flag values that cannot work, before any data is read."""
     train, model = config.train, config.model
-    if train.num_samples < 2:
-        raise UserInputError(f"--num_samples must be at least 2 for VIMCO, got {train.num_samples}")
+    _validate_model(config)
     if train.vimco_baseline not in objectives.VIMCO_BASELINES:
         raise UserInputError(f"--vimco_baseline must be one of {objectives.VIMCO_BASELINES}")
     if model.prior not in ("learned", "flat"):
         raise UserInputError(f"--prior must be 'learned' or 'flat', got {model.prior!r}")
     if train.mixed_precision not in PRECISIONS:
         raise UserInputError(f"--mixed_precision must be one of {PRECISIONS}")
-    _validate_memory(config)
     require_positive({
         "--steps": train.steps,
         "--batch_size": train.batch_size,
@@ -66,15 +60,23 @@ def validate(config: RunConfig) -> None:
         raise UserInputError("--learning_rate must be positive and --weight_decay non-negative")
 
 
-def _validate_memory(config: RunConfig) -> None:
+def _validate_model(config: RunConfig) -> None:
     model = config.model
-    if model.model_arch not in ARCHITECTURES:
-        raise UserInputError(f"--model_arch must be one of {sorted(ARCHITECTURES)}, got {model.model_arch!r}")
-    if model.memory not in MEMORIES:
-        raise UserInputError(f"--memory must be one of {MEMORIES}, got {model.memory!r}")
-    if model.memory == "few_shot" and config.data.dataset != "omniglot":
+    if model.name not in REGISTRY:
+        raise UserInputError(f"--model must be one of {tuple(REGISTRY)}, got {model.name!r}")
+    entry = REGISTRY[model.name]
+    if model.model_arch not in entry.architectures:
         raise UserInputError(
-            "--memory=few_shot needs labelled classes: use --dataset=omniglot, or --memory=recall|learned"
+            f"--model_arch={model.model_arch} but --model={model.name} has nets for {tuple(entry.architectures)}"
+        )
+    task = tasks.build_task(config)
+    if model.memory not in entry.memories:
+        raise UserInputError(f"--memory={model.memory} but --model={model.name} trains with {entry.memories}")
+    task.validate()
+    if config.train.num_samples < entry.min_num_samples:
+        raise UserInputError(
+            f"--num_samples must be at least {entry.min_num_samples} for --model={model.name}"
+            + (" (VIMCO)" if entry.min_num_samples > 1 else "") + f", got {config.train.num_samples}"
         )
     if model.memory_dim < 0 or (model.memory_dim and model.memory != "learned"):
         raise UserInputError("--memory_dim (vector memory entries) needs --memory=learned; 0 means image entries")
@@ -105,14 +107,18 @@ def image_grid(images: tf.Tensor, columns: int) -> tf.Tensor:
 
 
 class Trainer:
-    """Owns the model, optimizer, checkpoint and the compiled step of one run."""
+    """Owns the model, optimizer, checkpoint and the compiled step of one run; the task owns the
+    batches and the loss."""
 
-    def __init__(self, config: RunConfig, image_size: int):
+    def __init__(self, config: RunConfig, image_size: int, task: tasks.Task):
         self.config = config
+        self.task = task
         train = config.train
         keras.mixed_precision.set_global_policy(train.mixed_precision)
         keras.utils.set_random_seed(train.seed)
         self.model = build_model(dataclasses.replace(config.model, image_size=image_size))
+        # The step's metrics, in nats: the loss, the reconstruction term and the model's diagnostics.
+        self.metric_names = ("loss_nats", "recon_nats", *self.model.DIAGNOSTICS)
         optimizer = keras.optimizers.Adam(train.learning_rate)
         if train.mixed_precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -124,7 +130,7 @@ class Trainer:
             self.checkpoint, checkpoints.checkpoint_dir(train.logdir), max_to_keep=train.max_checkpoints
         )
         self.nonfinite_in_a_row = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_in_a_row")
-        self._sums = tf.Variable(tf.zeros([len(METRICS)]), trainable=False, name="metric_sums")
+        self._sums = tf.Variable(tf.zeros([len(self.metric_names)]), trainable=False, name="metric_sums")
         self._count = tf.Variable(0.0, trainable=False, name="metric_count")
         self._skipped = tf.Variable(0.0, trainable=False, name="skipped_steps")
         self.train_step = tf.function(self._train_step, jit_compile=train.jit_compile)
@@ -136,20 +142,16 @@ class Trainer:
             self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
         return int(self.step.numpy())
 
-    def _train_step(self, episode: episodes.Episode) -> tf.Tensor:
+    def _train_step(self, batch: Episode) -> tf.Tensor:
         """One step; returns how many steps in a row, this one included, were skipped as non-finite."""
         train = self.config.train
         seed = seed_for(train.seed, self.step, _MODEL_STREAM)
         variables = self.model.trainable_variables
-        targets = episode.targets
         if train.poison_steps:
             poisoned = tf.reduce_any(tf.equal(self.step + 1, tf.constant(train.poison_steps, tf.int64)))
-            targets = tf.where(poisoned, float("nan"), targets)
+            batch = batch._replace(targets=tf.where(poisoned, float("nan"), batch.targets))
         with tf.GradientTape() as tape:
-            terms = self.model.log_weight_terms(targets, self._memory(episode), train.num_samples, seed)
-            loss, bound = objectives.vimco_surrogate_loss(
-                terms.log_weights, terms.log_posterior_a, train.vimco_baseline
-            )
+            loss, bound, record = self.task.loss(self.model, batch, seed)
             if train.weight_decay:
                 loss += objectives.l2_penalty(weight_decay_variables(self.model), train.weight_decay)
             scaled_loss = self.optimizer.scale_loss(loss)
@@ -175,53 +177,42 @@ class Trainer:
         self._skipped.assign_add(1.0 - tf.cast(finite, tf.float32))
         tf.summary.scalar("train/skipped_nonfinite", self._skipped, step=self.step)
 
-        values = {
-            "loss_nats": -tf.reduce_mean(bound),
-            "kl_a": tf.reduce_mean(terms.kl_a),
-            "kl_z": tf.reduce_mean(terms.kl_z),
-            "recon_nats": -tf.reduce_mean(terms.log_likelihood),
-            "entropy_a": tf.reduce_mean(terms.entropy_a),
-        }
-        stacked = tf.stack([values[name] for name in METRICS])
+        values = {"loss_nats": -tf.reduce_mean(bound), "recon_nats": -tf.reduce_mean(record.log_likelihood)}
+        values.update({name: tf.reduce_mean(value) for name, value in record.diagnostics.items()})
+        stacked = tf.stack([values[name] for name in self.metric_names])
         self._sums.assign_add(tf.where(finite, stacked, tf.zeros_like(stacked)))
         self._count.assign_add(tf.cast(finite, tf.float32))
         for name, value in values.items():
             tf.summary.scalar(f"train/{name}", value, step=self.step)
         return self.nonfinite_in_a_row
 
-    def _memory(self, episode: episodes.Episode) -> tf.Tensor | None:
-        """The memory of a step: the episode's, or None (the model's own) for a learned memory."""
-        return None if self.model.learned_memory is not None else episode.memory
-
-    def _write_images(self, episode: episodes.Episode) -> None:
-        """Image grids of targets, memory (when its entries are images), reconstructions and
-        samples from p(x|M); q(a|x) histograms."""
-        seed = seed_for(self.config.train.seed, self.step, _SUMMARY_STREAM)
-        memory = self._memory(episode)
-        terms = self.model.log_weight_terms(episode.targets, memory, 1, seed)
-        shown_memory = self.model.memory_or_learned(memory)[:_MAX_SHOWN]
-        samples, _ = self.model.sample(memory, shown_memory.shape[0], seed)
-        few_shot = self.config.model.memory == "few_shot"
-        columns = self.config.episodes.targets_per_class if few_shot else _GRID_COLUMNS
-        memory_columns = self.config.episodes.memory_per_class if few_shot else _GRID_COLUMNS
-        step = self.step
-        tf.summary.image("images/targets", image_grid(episode.targets, columns), step=step)
-        tf.summary.image("images/reconstructions", image_grid(terms.likelihood.mean()[0], columns), step=step)
-        if shown_memory.shape.rank == 4:
+    def _write_images(self, batch: Episode) -> None:
+        """Image grids of targets, the memory (when its entries are images), reconstructions and
+        samples from p(x|M); histograms of the entry posterior of a model that reads entries."""
+        model, step = self.model, self.step
+        seed = seed_for(self.config.train.seed, step, _SUMMARY_STREAM)
+        target_columns, memory_columns = self.task.grid_columns
+        encoded = model.encode_context(context_for(model, batch.memory))
+        record = model.log_weights(batch.targets, encoded, 1, seed)
+        tf.summary.image("images/targets", image_grid(batch.targets, target_columns), step=step)
+        tf.summary.image("images/reconstructions", image_grid(record.likelihood.mean()[0], target_columns), step=step)
+        memory = batch.memory if model.reads_context else model.learned_memory
+        if memory is not None and memory.shape.rank == 4:
             # A learned memory's pixels are unconstrained; the grid shows them clipped to [0, 1].
-            tf.summary.image("images/memory", image_grid(tf.clip_by_value(shown_memory, 0.0, 1.0), memory_columns),
-                             step=step)
+            shown = tf.clip_by_value(tf.convert_to_tensor(memory)[:_MAX_SHOWN], 0.0, 1.0)
+            tf.summary.image("images/memory", image_grid(shown, memory_columns), step=step)
+        samples = model.sample(encoded, _MAX_SHOWN, seed)["images"]
         tf.summary.image("images/samples", image_grid(samples, memory_columns), step=step)
-        q_a = self.model.address_posterior(episode.targets, self.model.encode_memory(memory))
-        probs = q_a.probs_parameter()
-        tf.summary.histogram("addressing/q_a_probs", probs, step=step)
-        tf.summary.histogram("addressing/q_a_max", tf.reduce_max(probs, axis=-1), step=step)
+        if isinstance(model, MemoryReader):
+            probs = model.entry_posterior(batch.targets, encoded)
+            tf.summary.histogram("addressing/entry_posterior", probs, step=step)
+            tf.summary.histogram("addressing/entry_posterior_max", tf.reduce_max(probs, axis=-1), step=step)
 
     def read_metrics(self) -> dict[str, float]:
         """Means of the step metrics over the finite steps since the last call, in nats, and the
         count of skipped non-finite steps; resets the accumulators."""
         means = (self._sums / tf.maximum(self._count, 1.0)).numpy()
-        metrics = {name: float(value) for name, value in zip(METRICS, means)}
+        metrics = {name: float(value) for name, value in zip(self.metric_names, means)}
         metrics["skipped_nonfinite"] = int(self._skipped.numpy())
         self._sums.assign(tf.zeros_like(self._sums))
         self._count.assign(0.0)
@@ -232,12 +223,13 @@ class Trainer:
 def train(config: RunConfig) -> dict[str, float]:
     """Trains (or resumes) the run `config` describes; returns the last logged metrics."""
     validate(config)
-    image_size, dataset_from = _training_data(config)
+    task = tasks.build_task(config)
+    image_size, dataset_from = task.training_data()
     train_config = config.train
     checkpoints.check_compatible(config)
     os.makedirs(train_config.logdir, exist_ok=True)
 
-    trainer = Trainer(config, image_size)
+    trainer = Trainer(config, image_size, task)
     start = trainer.restore()
     checkpoints.write_run_config(config)
     metrics_path = os.path.join(train_config.logdir, "metrics.jsonl")
@@ -272,7 +264,7 @@ def train(config: RunConfig) -> dict[str, float]:
                 elapsed = time.perf_counter() - window_start
                 metrics = {"step": step, **trainer.read_metrics(), "steps_per_sec": window_steps / elapsed}
                 tf.summary.scalar("train/steps_per_sec", metrics["steps_per_sec"], step=step)
-                _log_progress(metrics, train_config.steps)
+                _log_progress(metrics, train_config.steps, trainer.model.DIAGNOSTICS)
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(metrics) + "\n")
                 window_start, window_steps = time.perf_counter(), 0
@@ -281,21 +273,6 @@ def train(config: RunConfig) -> dict[str, float]:
     writer.flush()
     _export(config)
     return metrics
-
-
-def _training_data(config: RunConfig) -> tuple[int, Callable[[int], tf.data.Dataset]]:
-    """Loads the training split; returns its image size and the dataset of the steps from a given one."""
-    seed, model = config.train.seed, config.model
-    if model.memory == "few_shot":
-        characters = omniglot.load_splits(config.data)["train"]
-        episodes.validate(characters, config.episodes)
-        return characters.image_size, lambda start: episodes.episode_dataset(
-            characters, config.episodes, seed, start_step=start
-        )
-    train_images = flat_images.load_splits(config.data)["train"]
-    return train_images.shape[1], lambda start: flat_images.batch_dataset(
-        train_images, model.memory, model.memory_size, config.train.batch_size, seed, start_step=start
-    )
 
 
 class _StopSignal:
@@ -335,15 +312,15 @@ def _export(config: RunConfig) -> None:
         logger.info("exported %s", export.export_run(config.train.logdir))
 
 
-def _log_progress(metrics: dict[str, float], total_steps: int) -> None:
+def _log_progress(metrics: dict[str, float], total_steps: int, diagnostics: tuple[str, ...]) -> None:
     remaining = (total_steps - metrics["step"]) / max(metrics["steps_per_sec"], 1e-9)
+    diagnostics = "  ".join(f"{name} {metrics[name]:.3f}" for name in diagnostics)
     logger.info(
-        "step %d  loss %.2f nats  KL_a %.3f  KL_z %.2f  recon %.2f  %.2f steps/s  ETA %s",
+        "step %d  loss %.2f nats  recon %.2f  %s  %.2f steps/s  ETA %s",
         metrics["step"],
         metrics["loss_nats"],
-        metrics["kl_a"],
-        metrics["kl_z"],
         metrics["recon_nats"],
+        diagnostics,
         metrics["steps_per_sec"],
         f"{int(remaining) // 3600}:{int(remaining) % 3600 // 60:02d}:{int(remaining) % 60:02d}",
     )

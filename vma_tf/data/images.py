@@ -1,4 +1,4 @@
-"""Unlabelled images and the batches of the "recall" and "learned" memories (paper section 4.1).
+"""Unlabelled images, recall episodes and plain batches (paper section 4.1).
 
 Like the few-shot episodes, every batch is a pure function of (seed, step) through stateless
 random ops, so a resumed run continues the exact sequence of an uninterrupted one.
@@ -30,6 +30,13 @@ def load_splits(config: DataConfig) -> dict[str, np.ndarray]:
     raise UserInputError(f"--dataset must be one of {DATASETS}, got {config.dataset!r}")
 
 
+def flattened(test: omniglot.CharacterSet | np.ndarray) -> np.ndarray:
+    """Images uint8 [N, S, S]: a CharacterSet's images without their classes, or the array itself."""
+    if isinstance(test, omniglot.CharacterSet):
+        return test.images.reshape(-1, *test.images.shape[2:])
+    return test
+
+
 def _as_images(pixels: tf.Tensor) -> tf.Tensor:
     """uint8 [N, S, S] -> float32 [N, S, S, 1]."""
     return tf.cast(pixels, tf.float32)[..., tf.newaxis]
@@ -55,7 +62,7 @@ def sample_recall_episode(images: tf.Tensor, memory_size: int, batch_size: int, 
 
 def sample_batch(images: tf.Tensor, batch_size: int, seed: tf.Tensor) -> Episode:
     """batch_size images drawn uniformly with replacement from images uint8 [N, S, S], for a model
-    whose memory is learned: the episode's memory is empty ([0, S, S, 1])."""
+    whose memory is learned or absent: the episode's memory is empty ([0, S, S, 1])."""
     indices = tf.random.stateless_uniform([batch_size], seed, maxval=images.shape[0], dtype=tf.int32)
     size = images.shape[1]
     return Episode(
@@ -67,17 +74,17 @@ def sample_batch(images: tf.Tensor, batch_size: int, seed: tf.Tensor) -> Episode
 
 
 def batch_dataset(
-    images: np.ndarray, memory: str, memory_size: int, batch_size: int, seed: int, start_step: int = 0
+    images: np.ndarray, memory_size: int, batch_size: int, seed: int, start_step: int = 0
 ) -> tf.data.Dataset:
-    """An endless dataset of Episodes for a "recall" or "learned" memory; element i is the batch
-    of training step start_step + i."""
-    if memory == "recall" and memory_size > images.shape[0]:
+    """An endless dataset of Episodes: recall episodes with a memory of memory_size images, or, with
+    memory_size 0, batches without a memory; element i is the batch of training step start_step + i."""
+    if memory_size > images.shape[0]:
         raise UserInputError(f"--memory_size={memory_size} but the training split has {images.shape[0]} images")
     pixels = tf.constant(images)
 
     def batch_at(step: tf.Tensor) -> Episode:
         step_seed = tf.stack([tf.constant(seed, tf.int64), step])
-        if memory == "recall":
+        if memory_size:
             return sample_recall_episode(pixels, memory_size, batch_size, step_seed)
         return sample_batch(pixels, batch_size, step_seed)
 

@@ -1,6 +1,6 @@
-"""Importance-sampled bounds on log p(x | M) with K up to thousands, in nats.
+"""Importance-sampled bounds on log p(x | C) with K up to thousands, in nats, for any model.
 
-    log p(x | M) >= L_K = log (1/K) sum_k w_k,   (a_k, z_k) ~ q(a, z | x, M)
+    log p(x | C) >= L_K = log (1/K) sum_k w_k,   latents_k ~ q(latents | x, C)
 
 The K samples are drawn in chunks and combined with a streaming log-sum-exp, so memory
 is set by the chunk, not by K. Chunk i draws with the seed fold_in(seed, i): for a given
@@ -16,6 +16,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from vma_tf.models import GenerativeModel, context_for
+
 # Sample-target pairs per model call: sets the peak memory of evaluation (~0.5 GB at 26x26
 # with 48 maps) independently of K and of the number of targets.
 DEFAULT_PAIRS_PER_CALL = 4000
@@ -25,87 +27,90 @@ DEFAULT_PAIRS_PER_CALL = 4000
 class BoundEstimate:
     """Per-target estimates, each float64 [B] in nats.
 
-    nll: -L_K, the K-sample bound on -log p(x|M). elbo: -(1/K) sum_k log w_k, the K = 1 bound
-    averaged over the K samples. recon: -E_q log p(x|z, m_a). kl_a: KL(q(a|x) || p(a)), exact.
-    kl_z: E_q(a|x) KL(q(z|x, m_a) || p(z|m_a)), averaged over the sampled addresses.
+    nll: -L_K, the K-sample bound on -log p(x|C). elbo: -(1/K) sum_k log w_k, the K = 1 bound
+    averaged over the K samples. recon: -E_q log p(x|latents, C). diagnostics: the model's
+    diagnostics (kl_a, kl_z, ...) averaged over the K samples.
     """
 
     nll: np.ndarray
     elbo: np.ndarray
     recon: np.ndarray
-    kl_a: np.ndarray
-    kl_z: np.ndarray
+    diagnostics: dict[str, np.ndarray]
 
 
 def streamed_sums(
-    model, x: tf.Tensor, encoding, num_samples: tf.Tensor | int, pairs_per_call: int, seed: tf.Tensor
+    model: GenerativeModel,
+    x: tf.Tensor,
+    encoded,
+    num_samples: tf.Tensor | int,
+    pairs_per_call: int,
+    seed: tf.Tensor,
 ) -> dict[str, tf.Tensor]:
     """Draws K = num_samples samples for targets x [B, H, W, 1] in chunks, inside the graph.
 
     Chunks hold max(1, pairs_per_call // B) samples (the last one the rest); chunk i draws with
-    fold_in(seed, i). Returns float32 [B] tensors: log_sum_w = log sum_k w_k, the sums over k of
-    log w_k, of log p(x|z_k, m_a_k) and of KL_z, and the exact kl_a.
+    fold_in(seed, i). Returns float32 [B] tensors: log_sum_w = log sum_k w_k, sum_log_w (the sum
+    over k of log w_k), sum_log_likelihood, and the sum over k of each of the model's diagnostics.
     """
     num_samples = tf.convert_to_tensor(num_samples, tf.int32)
     tf.debugging.assert_positive(num_samples, message="the number of importance samples must be positive")
     batch = tf.shape(x)[0]
     chunk = tf.clip_by_value(pairs_per_call // tf.maximum(batch, 1), 1, num_samples)
     zeros = tf.zeros([batch])
+    names = model.DIAGNOSTICS
 
-    def add_chunk(index, log_sum_w, sum_log_w, sum_log_likelihood, sum_kl_z, kl_a):
+    def add_chunk(index, log_sum_w, sum_log_w, sum_log_likelihood, *sum_diagnostics):
         size = tf.minimum(chunk, num_samples - index * chunk)
-        terms = model.log_weight_terms_encoded(x, encoding, size, tf.random.experimental.stateless_fold_in(seed, index))
-        log_weights = terms.log_weights
+        record = model.log_weights(x, encoded, size, tf.random.experimental.stateless_fold_in(seed, index))
+        log_weights = record.log_weights
         return (
             index + 1,
             tf.reduce_logsumexp(tf.stack([log_sum_w, tf.reduce_logsumexp(log_weights, axis=0)]), axis=0),
             sum_log_w + tf.reduce_sum(log_weights, axis=0),
-            sum_log_likelihood + tf.reduce_sum(terms.log_likelihood, axis=0),
-            sum_kl_z + tf.reduce_sum(terms.kl_z, axis=0),
-            terms.kl_a,
+            sum_log_likelihood + tf.reduce_sum(record.log_likelihood, axis=0),
+            *(total + tf.reduce_sum(record.diagnostics[name], axis=0) for total, name in zip(sum_diagnostics, names)),
         )
 
-    _, log_sum_w, sum_log_w, sum_log_likelihood, sum_kl_z, kl_a = tf.while_loop(
+    _, log_sum_w, sum_log_w, sum_log_likelihood, *sum_diagnostics = tf.while_loop(
         lambda index, *_: index * chunk < num_samples,
         add_chunk,
-        (tf.constant(0), zeros - float("inf"), zeros, zeros, zeros, zeros),
-        shape_invariants=(tf.TensorShape([]),) + (tf.TensorShape([None]),) * 5,
+        (tf.constant(0), zeros - float("inf"), zeros, zeros, *(zeros for _ in names)),
+        shape_invariants=(tf.TensorShape([]),) + (tf.TensorShape([None]),) * (3 + len(names)),
         parallel_iterations=1,  # one chunk in flight: peak memory is one chunk's, whatever K is
     )
     return {
         "log_sum_w": log_sum_w,
         "sum_log_w": sum_log_w,
         "sum_log_likelihood": sum_log_likelihood,
-        "sum_kl_z": sum_kl_z,
-        "kl_a": kl_a,
+        **{f"sum_{name}": total for name, total in zip(names, sum_diagnostics)},
     }
 
 
 class BoundEvaluator:
-    """Evaluates K-sample bounds of one model, encoding each memory once per call.
+    """Evaluates K-sample bounds of one model, encoding each context once per call."""
 
-    `model` exposes encode_memory(memory) and log_weight_terms_encoded(x, encoding, K, seed).
-    """
-
-    def __init__(self, model, pairs_per_call: int = DEFAULT_PAIRS_PER_CALL):
+    def __init__(self, model: GenerativeModel, pairs_per_call: int = DEFAULT_PAIRS_PER_CALL):
         self.model = model
         self.pairs_per_call = pairs_per_call
         self._sums = tf.function(self._encode_and_sum, reduce_retracing=True)
 
-    def _encode_and_sum(self, x, memory, num_samples, seed):
-        encoding = self.model.encode_memory(memory)
-        return streamed_sums(self.model, x, encoding, num_samples, self.pairs_per_call, seed)
+    def _encode_and_sum(self, x, context, num_samples, seed):
+        encoded = self.model.encode_context(context)
+        return streamed_sums(self.model, x, encoded, num_samples, self.pairs_per_call, seed)
 
-    def __call__(self, x: tf.Tensor, memory: tf.Tensor, num_samples: int, seed: tf.Tensor) -> BoundEstimate:
-        """Bounds for targets x [B, H, W, 1] given memory [M, H, W, 1], with stateless seed int32 [2]."""
+    def __call__(
+        self, x: tf.Tensor, memory: tf.Tensor | None, num_samples: int, seed: tf.Tensor
+    ) -> BoundEstimate:
+        """Bounds for targets x [B, H, W, 1] given the batch's memory [M, H, W, 1] (read only by a
+        model that reads a context), with stateless seed int32 [2]."""
+        context = context_for(self.model, memory)
         sums = {
             name: value.numpy().astype(np.float64)
-            for name, value in self._sums(x, memory, tf.constant(num_samples, tf.int32), seed).items()
+            for name, value in self._sums(x, context, tf.constant(num_samples, tf.int32), seed).items()
         }
         return BoundEstimate(
             nll=-(sums["log_sum_w"] - math.log(num_samples)),
             elbo=-sums["sum_log_w"] / num_samples,
             recon=-sums["sum_log_likelihood"] / num_samples,
-            kl_a=sums["kl_a"],
-            kl_z=sums["sum_kl_z"] / num_samples,
+            diagnostics={name: sums[f"sum_{name}"] / num_samples for name in self.model.DIAGNOSTICS},
         )

@@ -1,12 +1,14 @@
 """Few-shot classification with a generative memory model, without fine-tuning (VMA paper, 4.2).
 
-With the support set as memory M and label(a) the class of m_a:
-    feed-forward:         p(c|x) = sum_{a: label(a) = c} q(a|x)
-    importance-weighted:  p(c|x) = sum_{a: label(a) = c} p(a, x) / p(x), estimated by
-                          self-normalised importance sampling with K draws (a_k, z_k) ~ q:
-                          p(c|x) ~ sum_k w_k [label(a_k) = c] / sum_k w_k.
-The second corrects q(a|x) by how well each retrieved entry explains x; classes that
-q(a|x) never proposes get no mass.
+Any model that reads memory entries serves. With the support set as memory M, label(a) the class
+of m_a and r(a | x) the model's entry posterior (VMA: q(a|x); soft attention: the attention
+weights at the mean of q(z|x)):
+    feed-forward:         p(c|x) = sum_{a: label(a) = c} r(a|x)
+    importance-weighted:  p(c|x) ~ sum_k w_k R_k(c) / sum_k w_k, self-normalised importance
+                          sampling with K draws of the latents from q, R_k(c) the weight that
+                          sample k's read puts on class c (VMA: [label(a_k) = c]).
+The second corrects the entry posterior by how well each read explains x; for VMA, classes
+that q(a|x) never proposes get no mass.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import tensorflow as tf
 
 from vma_tf.config import EpisodeConfig
 from vma_tf.data import episodes
+from vma_tf.models import MemoryReader, read_weights
 
 _TASK = re.compile(r"^(\d+)way(\d+)shot$")
 
@@ -48,22 +51,21 @@ def labelled_episode(
 
 
 class FewShotClassifier:
-    """Class posteriors of queries given a labelled support set, from a model exposing
-    encode_memory, address_posterior and log_weight_terms_encoded."""
+    """Class posteriors of queries given a labelled support set, from a model that reads memory entries."""
 
-    def __init__(self, model, iw_samples: int):
+    def __init__(self, model: MemoryReader, iw_samples: int):
         self.model = model
         self.iw_samples = iw_samples
         self._posteriors = tf.function(self._class_posteriors, reduce_retracing=True)
 
     def _class_posteriors(self, queries, support, support_labels, num_classes: int, seed):
-        encoding = self.model.encode_memory(support)
+        encoded = self.model.encode_context(support)
         label_one_hot = tf.one_hot(support_labels, num_classes)  # [M, N]
-        q_a = self.model.address_posterior(queries, encoding).probs_parameter()  # [B, M]
-        feed_forward = tf.matmul(q_a, label_one_hot)
-        terms = self.model.log_weight_terms_encoded(queries, encoding, self.iw_samples, seed)
-        normalised_weights = tf.nn.softmax(terms.log_weights, axis=0)  # [K, B]
-        importance_weighted = tf.einsum("kb,kbn->bn", normalised_weights, tf.gather(label_one_hot, terms.addresses))
+        feed_forward = tf.matmul(self.model.entry_posterior(queries, encoded), label_one_hot)
+        record = self.model.log_weights(queries, encoded, self.iw_samples, seed)
+        normalised_weights = tf.nn.softmax(record.log_weights, axis=0)  # [K, B]
+        reads = read_weights(record.reads, tf.shape(support)[0])  # [K, B, M]
+        importance_weighted = tf.einsum("kb,kbm,mn->bn", normalised_weights, reads, label_one_hot)
         return feed_forward, importance_weighted
 
     def __call__(

@@ -13,13 +13,15 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from vma_tf import tasks
 from vma_tf.config import EpisodeConfig, EvalConfig, RunConfig
 from vma_tf.data import episodes
 from vma_tf.data import images as flat_images
 from vma_tf.data.omniglot import CharacterSet
 from vma_tf.errors import UserInputError
 from vma_tf.evaluation import classification as few_shot
-from vma_tf.evaluation.bounds import BoundEvaluator
+from vma_tf.evaluation.bounds import BoundEstimate, BoundEvaluator
+from vma_tf.models import AddressedMemory, MemoryReader
 from vma_tf.seeds import seed_for
 
 _TASK_STREAM, _MODEL_STREAM = 11, 12
@@ -51,80 +53,51 @@ def _check_episode(test: CharacterSet, classes: int, per_class: int, what: str) 
 
 
 def nll(model, test: CharacterSet | np.ndarray, run: RunConfig, config: EvalConfig) -> dict:
-    """Test NLL bound and its decomposition over `num_episodes` test batches shaped like the
-    training batches, averaged over all their targets. The memory of each batch is that of
-    the run's kind: few-shot episodes (other images of the targets' classes), a recall memory of
-    `config.memory_size` test images (the targets drawn from it), or the learned memory."""
+    """Test NLL bound and its decomposition over `num_episodes` test batches of the run's task,
+    shaped like its training batches, averaged over all their targets. When the task's targets
+    are entries of their memory (recall) and the model reads entries, also how often the most
+    probable entry is the target's own."""
+    task = tasks.build_task(run)
     evaluator = BoundEvaluator(model, config.pairs_per_call)
+    batches, description = task.test_batches(test, config, lambda index: _seed(config, _TASK_STREAM, index))
+    recall = task.targets_in_memory and isinstance(model, MemoryReader)
     estimates, recalled = [], []
-    batches, description = _nll_batches(test, run, config)
-    for index, (targets, target_labels, memory, memory_labels) in enumerate(batches):
+    for index, batch in enumerate(batches):
         estimates.append(
-            evaluator(targets, memory, config.num_importance_samples, _seed(config, _MODEL_STREAM, index))
+            evaluator(batch.targets, batch.memory, config.num_importance_samples, _seed(config, _MODEL_STREAM, index))
         )
-        if run.model.memory == "recall":
-            q_a = model.address_posterior(targets, model.encode_memory(memory)).probs_parameter()
-            recalled.append(tf.gather(memory_labels, tf.argmax(q_a, axis=-1)).numpy() == target_labels.numpy())
-    per_target = {name: np.concatenate([getattr(e, name) for e in estimates]) for name in
-                  ("nll", "elbo", "recon", "kl_a", "kl_z")}
-    nll_mean, nll_stderr = _mean_and_stderr(per_target["nll"])
+        if recall:
+            probs = model.entry_posterior(batch.targets, model.encode_context(batch.memory))
+            best = tf.gather(batch.memory_labels, tf.argmax(probs, axis=-1))
+            recalled.append(best.numpy() == batch.target_labels.numpy())
+    nll_mean, nll_stderr = _mean_and_stderr(np.concatenate([e.nll for e in estimates]))
     result = {
         "nll_nats": nll_mean,
         "nll_stderr": nll_stderr,
-        "elbo_nats": float(per_target["elbo"].mean()),
-        "recon_nats": float(per_target["recon"].mean()),
-        "kl_a": float(per_target["kl_a"].mean()),
-        "kl_z": float(per_target["kl_z"].mean()),
+        "elbo_nats": float(np.concatenate([e.elbo for e in estimates]).mean()),
+        "recon_nats": float(np.concatenate([e.recon for e in estimates]).mean()),
+        **_diagnostic_means(model, estimates),
+        "diagnostics": list(model.DIAGNOSTICS),
         "num_importance_samples": config.num_importance_samples,
-        "num_examples": int(per_target["nll"].size),
+        "num_examples": int(sum(e.nll.size for e in estimates)),
         "memory": description,
         "memory_source": run.model.memory,
+        "model": run.model.name,
         "dataset": run.data.dataset,
     }
-    if recalled:
-        memory_size = int(batches[0][2].shape[0])
+    if recall:
+        memory_size = int(batches[0].memory.shape[0])
         result["memory_size"] = memory_size
         result["optimal_nats"] = math.log(memory_size)
         result["top1_recall_rate"] = float(np.concatenate(recalled).mean())
     return result
 
 
-def _nll_batches(test: CharacterSet | np.ndarray, run: RunConfig, config: EvalConfig) -> tuple[list, str]:
-    """The `nll` test batches as Episodes (a learned memory's have memory None), and a
-    description of their memory."""
-    if run.model.memory == "few_shot":
-        shape = run.episodes
-        _check_episode(
-            test, shape.classes_per_batch + shape.confounding_classes,
-            shape.targets_per_class + shape.memory_per_class, "the training episode shape",
-        )
-        images = tf.constant(test.images)
-        batches = [episodes.sample_episode(images, shape, _seed(config, _TASK_STREAM, index))
-                   for index in range(config.num_episodes)]
-        description = (
-            f"{shape.memory_per_class} other images of each of the {shape.classes_per_batch} target classes"
-            + (f" + {shape.confounding_classes} confounding classes" if shape.confounding_classes else "")
-        )
-        return batches, description
-    batch_size = run.train.batch_size
-    if run.model.memory == "recall":
-        memory_size = config.memory_size or run.model.memory_size
-        if memory_size > len(test):
-            raise UserInputError(f"--memory_size={memory_size} but the test split has {len(test)} images")
-        pixels = tf.constant(test)
-        batches = [
-            flat_images.sample_recall_episode(pixels, memory_size, batch_size, _seed(config, _TASK_STREAM, index))
-            for index in range(config.num_episodes)
-        ]
-        return batches, f"{memory_size} random test images; the targets are drawn from them"
-    # A learned memory: distinct random test images, batch by batch.
-    order = np.random.default_rng([config.seed, _TASK_STREAM]).permutation(len(test))
-    chunks = [order[start : start + batch_size] for start in range(0, len(test), batch_size)]
-    batches = [
-        episodes.Episode(tf.constant(test[chunk, ..., None], tf.float32), tf.constant(chunk, tf.int32), None, None)
-        for chunk in chunks[: config.num_episodes]
-    ]
-    return batches, f"the learned memory ({run.model.memory_size} entries)"
+def _diagnostic_means(model, estimates: list[BoundEstimate]) -> dict[str, float]:
+    """{diagnostic name: its mean over every target of the estimates}, in nats."""
+    return {
+        name: float(np.concatenate([e.diagnostics[name] for e in estimates]).mean()) for name in model.DIAGNOSTICS
+    }
 
 
 def conditional(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -> dict:
@@ -183,26 +156,24 @@ def _memory_point(
 ) -> dict:
     """NLL of the first `targets_per_class` drawings of the first `target_classes` classes of each
     draw, with the next `shots` drawings of the first `classes` classes in memory."""
-    nlls, kl_a = [], []
+    estimates = []
     for draw in range(config.sweep_memories):
         order, drawings = _sweep_orders(test, config, draw)
         in_memory, targeted = order[:classes], order[:target_classes]
         memory_drawings = drawings[in_memory, targets_per_class : targets_per_class + shots]
         memory = test.images[in_memory[:, None], memory_drawings]  # [classes, shots, H, W]
         targets = test.images[targeted[:, None], drawings[targeted, :targets_per_class]]
-        estimate = evaluator(_image_batch(targets), _image_batch(memory), config.num_importance_samples,
-                             _seed(config, _MODEL_STREAM, draw))
-        nlls.append(estimate.nll)
-        kl_a.append(estimate.kl_a)
-    mean, stderr = _mean_and_stderr(np.concatenate(nlls))
+        estimates.append(evaluator(_image_batch(targets), _image_batch(memory), config.num_importance_samples,
+                                   _seed(config, _MODEL_STREAM, draw)))
+    mean, stderr = _mean_and_stderr(np.concatenate([e.nll for e in estimates]))
     return {
         "classes": classes,
         "shots": shots,
         "memory_size": classes * shots,
         "nll_nats": mean,
         "nll_stderr": stderr,
-        "kl_a": float(np.concatenate(kl_a).mean()),
-        "num_targets": int(sum(len(n) for n in nlls)),
+        **_diagnostic_means(evaluator.model, estimates),
+        "num_targets": int(sum(e.nll.size for e in estimates)),
     }
 
 
@@ -231,6 +202,7 @@ def memory_sweep(model, test: CharacterSet, run: RunConfig, config: EvalConfig) 
     return {
         "by_classes": by_classes,
         "by_shots": by_shots,
+        "diagnostics": list(model.DIAGNOSTICS),
         "fixed_shots": config.sweep_fixed_shots,
         "num_test_classes": test.num_classes,
         "num_importance_samples": config.num_importance_samples,
@@ -278,18 +250,31 @@ def classification(model, test: CharacterSet, run: RunConfig, config: EvalConfig
 
 
 def samples(model, test: CharacterSet | np.ndarray, run: RunConfig, config: EvalConfig) -> dict:
-    """Figure 4A: one test image in memory and samples from p(x|M); Figure 3: for random test
-    targets, the 5 most probable memory entries under q(a|x), with every test class in memory
-    (few-shot) or `memory_size` test images holding the targets (recall). A learned memory
-    gives Figure 2B instead: rows of samples that share an address drawn from p(a).
+    """What a model draws, by what it can do.
+
+    A model that reads a memory: Figure 4A (rows: one test image as the whole memory, then
+    samples from p(x|M)); and, if it reads individual entries, Figure 3: random test targets and
+    the 5 entries with the most posterior mass, in a memory of every test class (labelled data)
+    or of `memory_size` test images holding the targets. An addressed model that reads its own
+    memory: Figure 2B (rows of samples that share an address drawn from p(a)). Any other model:
+    rows of samples from p(x).
 
     Returns the JSON part and, under "images", float32 arrays for the figures: one_shot
-    [rows, 1 + samples_per_row, H, W], targets [rows, H, W], top_entries [rows, 5, H, W]; or,
-    for a learned memory, by_address [rows, samples_per_row, H, W].
+    [rows, 1 + samples_per_row, H, W], targets [rows, H, W], top_entries [rows, 5, H, W];
+    by_address or unconditional [rows, samples_per_row, H, W].
     """
-    if run.model.memory == "learned":
+    if model.reads_context:
+        return _samples_from_memory(model, test, run, config)
+    if isinstance(model, AddressedMemory):
         return _learned_memory_samples(model, config)
-    if run.model.memory == "few_shot":
+    drawn = model.sample(None, config.sample_rows * config.samples_per_row, _seed(config, _MODEL_STREAM, 0))
+    images = drawn["images"][..., 0].numpy()
+    shape = (config.sample_rows, config.samples_per_row, *images.shape[1:])
+    return {"images": {"unconditional": images.reshape(shape)}}
+
+
+def _samples_from_memory(model, test: CharacterSet | np.ndarray, run: RunConfig, config: EvalConfig) -> dict:
+    if isinstance(test, CharacterSet):
         images = tf.constant(test.images)
         _check_episode(test, config.sample_rows, 2, "--sample_rows")
         one_shot_shape = EpisodeConfig(classes_per_batch=config.sample_rows, targets_per_class=1, memory_per_class=1)
@@ -310,37 +295,39 @@ def samples(model, test: CharacterSet | np.ndarray, run: RunConfig, config: Eval
                                                      _seed(config, _TASK_STREAM, 0)).memory
         addressed = flat_images.sample_recall_episode(pixels, memory_size, config.sample_rows,
                                                       _seed(config, _TASK_STREAM, 1))
-    sample_fn = tf.function(model.sample, reduce_retracing=True)
+    sample_fn = tf.function(lambda memory, n, seed: model.sample(model.encode_context(memory), n, seed)["images"],
+                            reduce_retracing=True)
     rows = []
     for row in range(config.sample_rows):
         memory = examples[row : row + 1]
-        drawn, _ = sample_fn(memory, config.samples_per_row, _seed(config, _MODEL_STREAM, row))
+        drawn = sample_fn(memory, config.samples_per_row, _seed(config, _MODEL_STREAM, row))
         rows.append(tf.concat([memory, drawn], axis=0)[..., 0].numpy())
+    result = {"images": {"one_shot": np.stack(rows)}}
+    if not isinstance(model, MemoryReader):
+        return result
 
-    q_a = model.address_posterior(addressed.targets, model.encode_memory(addressed.memory)).probs_parameter().numpy()
-    top = np.argsort(-q_a, axis=-1)[:, :5]
-    top_probabilities = np.take_along_axis(q_a, top, axis=-1)
+    probs = model.entry_posterior(addressed.targets, model.encode_context(addressed.memory)).numpy()
+    top = np.argsort(-probs, axis=-1)[:, :5]
+    top_probabilities = np.take_along_axis(probs, top, axis=-1)
     same_class = addressed.memory_labels.numpy()[top] == addressed.target_labels.numpy()[:, None]
+    result["images"].update(targets=addressed.targets[..., 0].numpy(),
+                            top_entries=tf.gather(addressed.memory, top)[..., 0].numpy())
     return {
+        **result,
         "memory_size": int(addressed.memory.shape[0]),
         "top5_probabilities": top_probabilities.round(4).tolist(),
         "top5_same_class": same_class.tolist(),
         "top1_same_class_rate": float(same_class[:, 0].mean()),
-        "images": {
-            "one_shot": np.stack(rows),
-            "targets": addressed.targets[..., 0].numpy(),
-            "top_entries": tf.gather(addressed.memory, top)[..., 0].numpy(),
-        },
     }
 
 
-def _learned_memory_samples(model, config: EvalConfig) -> dict:
-    encoding = model.encode_memory(None)
-    prior = model.address_prior(encoding)
+def _learned_memory_samples(model: AddressedMemory, config: EvalConfig) -> dict:
+    encoded = model.encode_context(None)
+    prior = model.address_prior(encoded)
     address_seed, z_seed = tf.unstack(tf.random.experimental.stateless_split(_seed(config, _MODEL_STREAM, 0), 2))
     rows = tf.cast(prior.sample(config.sample_rows, seed=address_seed), tf.int32)
     addresses = tf.repeat(rows[:, None], config.samples_per_row, axis=1)  # [rows, samples_per_row]
-    drawn = model.sample_at(encoding, addresses, z_seed)
+    drawn = model.sample_at(encoded, addresses, z_seed)
     probs = prior.probs_parameter().numpy()
     return {
         "memory_size": int(probs.size),
@@ -351,8 +338,18 @@ def _learned_memory_samples(model, config: EvalConfig) -> dict:
     }
 
 
-# Modes that need labelled classes and few-shot memories; the others serve every run.
-FEW_SHOT_MODES = ("conditional", "memory_sweep", "classification")
+def unserved_reason(mode: str, model, run: RunConfig) -> str | None:
+    """Why `model`, trained as `run`, cannot serve `mode`, or None when it can."""
+    if mode in LABELLED_MODES and run.data.dataset != "omniglot":
+        return f"--mode={mode} needs test characters with classes (Omniglot); this run's data is {run.data.dataset}"
+    if mode == "classification" and not (model.reads_context and isinstance(model, MemoryReader)):
+        what = "its own learned memory only" if model.learned_memory is not None else "none"
+        return f"--mode=classification needs a model with a memory of labelled entries; {run.model.name} has {what}"
+    return None
+
+
+# Modes that need labelled test classes; the others serve every run.
+LABELLED_MODES = ("conditional", "memory_sweep", "classification")
 MODES: dict[str, Callable[..., dict]] = {
     "nll": nll,
     "conditional": conditional,

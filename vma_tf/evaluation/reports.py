@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import matplotlib
 
@@ -31,7 +32,11 @@ PUBLISHED_CONDITIONAL = {
 # entries, K = 5000. Section 4.1 gives no MNIST number for a learned memory (KL_a ≈ 2.5 ± 0.3
 # nats, NLL close to the same-architecture VAE) and, for recall, the optimum log |M|.
 PUBLISHED_NLL = {
-    ("omniglot", "few_shot"): {"VAE (no memory)": 90.8, "VMA (best)": 68.8},
+    ("omniglot", "few_shot"): {
+        "VAE (no memory)": 90.8,
+        "VMA (best)": 68.8,
+        "soft attention (best: 16 examples of 1-2 classes in memory)": 73.4,
+    },
     ("omniglot", "learned"): {"VMA, |M| = 256, K = 5000 (Burda's 28x28)": 103.6},
 }
 PUBLISHED_KL_A = {("mnist", "learned"): "2.5 ± 0.3"}
@@ -39,11 +44,21 @@ PUBLISHED_KL_A = {("mnist", "learned"): "2.5 ± 0.3"}
 PUBLISHED_ACCURACY = {"5way1shot": 0.91, "5way5shot": 0.97, "20way1shot": 0.77, "20way5shot": 0.90}
 
 
+# How each model diagnostic is shown.
+DIAGNOSTIC_LABELS = {
+    "kl_a": "KL(q(a|x) ‖ p(a))",
+    "kl_z": "E KL(q(z) ‖ p(z))",
+    "entropy_a": "entropy of q(a|x)",
+    "entropy_attention": "entropy of the attention weights",
+}
+
+
 def _header(result: dict) -> str:
     meta = result["meta"]
     return (
         f"# eval.py --mode={meta['mode']}\n\n"
-        f"Run `{meta['logdir']}` at step {meta['checkpoint_step']}; test split of {_data_name(meta)} "
+        f"Run `{meta['logdir']}` ({meta.get('model', 'vma')}) at step {meta['checkpoint_step']}; "
+        f"test split of {_data_name(meta)} "
         f"at {meta['image_size']}x{meta['image_size']}; seed {meta['seed']}; {meta['runtime_sec']:.0f} s.\n\n"
     )
 
@@ -70,8 +85,7 @@ def nll_markdown(result: dict) -> str:
          f"{result['nll_nats']:.2f} ± {result['nll_stderr']:.2f}"],
         ["negative ELBO (K = 1)", f"{result['elbo_nats']:.2f}"],
         ["reconstruction", f"{result['recon_nats']:.2f}"],
-        ["KL(q(a|x) ‖ p(a))", f"{result['kl_a']:.3f}"],
-        ["E KL(q(z) ‖ p(z))", f"{result['kl_z']:.2f}"],
+        *([DIAGNOSTIC_LABELS.get(name, name), f"{result[name]:.3f}"] for name in result["diagnostics"]),
     ]
     experiment = (result.get("dataset", "omniglot"), result.get("memory_source", "few_shot"))
     published = [[f"paper: {name}", _nats(value)] for name, value in PUBLISHED_NLL.get(experiment, {}).items()]
@@ -107,24 +121,27 @@ def conditional_markdown(result: dict) -> str:
 
 
 def memory_sweep_markdown(result: dict) -> str:
+    names = result["diagnostics"]
     by_classes = [
         [str(p["classes"]), str(p["memory_size"]), f"{p['nll_nats']:.1f} ± {p['nll_stderr']:.1f}",
-         _nats(p["optimal_reference_nats"]), f"{p['kl_a']:.2f}"]
+         _nats(p["optimal_reference_nats"]), *(f"{p[name]:.2f}" for name in names)]
         for p in result["by_classes"]
     ]
     by_shots = [
-        [str(p["shots"]), str(p["memory_size"]), f"{p['nll_nats']:.1f} ± {p['nll_stderr']:.1f}", f"{p['kl_a']:.2f}"]
+        [str(p["shots"]), str(p["memory_size"]), f"{p['nll_nats']:.1f} ± {p['nll_stderr']:.1f}",
+         *(f"{p[name]:.2f}" for name in names)]
         for p in result["by_shots"]
     ]
+    labels = [DIAGNOSTIC_LABELS.get(name, name) for name in names]
     return (
         _header(result)
         + f"K = {result['num_importance_samples']}. Every point uses the same draws of targets and classes, so "
         "± (one standard error of the level, mostly the spread between characters) overstates the noise "
         "of the differences between points.\n\n"
         + f"## A: classes in memory, {result['fixed_shots']} images each\n\n"
-        + _table(["classes", "|M|", "NLL (nats)", "optimal: NLL(C=1) + log C", "KL_a"], by_classes)
+        + _table(["classes", "|M|", "NLL (nats)", "optimal: NLL(C=1) + log C", *labels], by_classes)
         + f"\n## B: all {result['num_test_classes']} test classes in memory\n\n"
-        + _table(["images per class", "|M|", "NLL (nats)", "KL_a"], by_shots)
+        + _table(["images per class", "|M|", "NLL (nats)", *labels], by_shots)
     )
 
 
@@ -138,31 +155,43 @@ def classification_markdown(result: dict) -> str:
         _header(result)
         + f"{result['episodes']} episodes per task, {result['queries_per_class']} queries per class; "
         f"± 95% interval. Importance-weighted: K = {result['iw_samples']}.\n\n"
-        + _table(["task", "p(c|x) from q(a|x)", "importance-weighted", "paper, q(a|x)"], rows)
+        + _table(["task", "p(c|x) from the entry posterior", "importance-weighted", "paper, q(a|x)"], rows)
     )
 
 
+SAMPLE_FIGURES = {
+    "one_shot": "first column, the only image in memory; then samples from p(x|M)",
+    "addressing": "a target, then the 5 memory entries with the most posterior mass (q(a|x) for VMA, the "
+                  "attention weights for soft attention)",
+    "by_address": "each row shares one address a ~ p(a) of the learned memory",
+    "unconditional": "samples from p(x)",
+}
+
+
 def samples_markdown(result: dict) -> str:
+    captions = [
+        f"`{os.path.basename(path)}` ({caption})"
+        for path in result["meta"]["figures"]
+        for name, caption in SAMPLE_FIGURES.items()
+        if path.endswith(f"_{name}.png")
+    ]
+    text = _header(result) + "Figures: " + "; ".join(captions) + ".\n\n"
     if "row_addresses" in result:
         rows = [[str(a), f"{p:.4f}"] for a, p in zip(result["row_addresses"], result["row_prior_probabilities"])]
         return (
-            _header(result)
-            + "Figure `*_by_address.png`: each row shares one address a ~ p(a) of the learned memory "
-            f"({result['memory_size']} entries); entropy of p(a): {result['prior_entropy_nats']:.2f} nats.\n\n"
-            + _table(["address", "p(a)"], rows)
+            text + f"Learned memory of {result['memory_size']} entries; entropy of p(a): "
+            f"{result['prior_entropy_nats']:.2f} nats.\n\n" + _table(["address", "p(a)"], rows)
         )
+    if "top5_probabilities" not in result:
+        return text
     rows = [
         [str(i), " ".join(f"{p:.2f}{'*' if same else ''}" for p, same in zip(probs, same_class))]
         for i, (probs, same_class) in enumerate(zip(result["top5_probabilities"], result["top5_same_class"]))
     ]
     return (
-        _header(result)
-        + "Figures: `*_one_shot.png` (first column: the only image in memory; then samples from p(x|M)) and "
-        f"`*_addressing.png` (a target, then its 5 most probable of {result['memory_size']} memory entries "
-        "under q(a|x)).\n\n"
-        f"Top-1 entry of the target's class: {result['top1_same_class_rate']:.2f}. Top-5 q(a|x) per target "
-        "(* = the target's class):\n\n"
-        + _table(["target", "q(a|x) of the top 5"], rows)
+        text + f"Memory of {result['memory_size']} entries. Top-1 entry of the target's class: "
+        f"{result['top1_same_class_rate']:.2f}. Posterior mass of the top 5 entries per target (* = the target's "
+        "class):\n\n" + _table(["target", "posterior mass of the top 5"], rows)
     )
 
 
@@ -213,18 +242,20 @@ def _image_rows(rows: np.ndarray, path: str, titles: list[list[str]] | None = No
 
 
 def samples_figures(result: dict, images: dict, stem: str) -> list[str]:
-    """Writes `<stem>_one_shot.png` and `<stem>_addressing.png` (or, for a learned memory,
-    `<stem>_by_address.png`); returns their paths."""
-    if "by_address" in images:
-        path = f"{stem}_by_address.png"
-        _image_rows(images["by_address"], path)
-        return [path]
-    one_shot, addressing = f"{stem}_one_shot.png", f"{stem}_addressing.png"
-    _image_rows(images["one_shot"], one_shot)
+    """Writes `<stem>_<figure>.png` for each figure of `images`: one_shot and addressing (a model
+    that reads a memory), by_address (a learned memory) or unconditional; returns their paths."""
+    paths = []
+    for name in ("by_address", "unconditional", "one_shot"):
+        if name in images:
+            paths.append(f"{stem}_{name}.png")
+            _image_rows(images[name], paths[-1])
+    if "top_entries" not in images:
+        return paths
+    addressing = f"{stem}_addressing.png"
     grid = np.concatenate([images["targets"][:, None], images["top_entries"]], axis=1)
     titles = [
         ["target"] + [f"{p:.2f}{'*' if same else ''}" for p, same in zip(probs, same_class)]
         for probs, same_class in zip(result["top5_probabilities"], result["top5_same_class"])
     ]
     _image_rows(grid, addressing, titles)
-    return [one_shot, addressing]
+    return [*paths, addressing]

@@ -12,10 +12,8 @@ import logging
 import os
 import time
 
-from vma_tf import checkpoints
+from vma_tf import checkpoints, tasks
 from vma_tf.config import EvalConfig
-from vma_tf.data import images as flat_images
-from vma_tf.data import omniglot
 from vma_tf.errors import UserInputError, require_positive
 from vma_tf.evaluation import modes, reports
 
@@ -67,20 +65,16 @@ def run_evaluation(
         raise UserInputError(f"--mode must be one of {sorted(modes.MODES)}, got {mode!r}")
     validate(config)
     run, model, step = checkpoints.restore_model(logdir)
+    reason = modes.unserved_reason(mode, model, run)
+    if reason:
+        served = [name for name in modes.MODES if not modes.unserved_reason(name, model, run)]
+        raise UserInputError(f"{reason} (its modes: {', '.join([*served, 'export'])})")
     data = run.data
     if data_dir is not None:
         data = dataclasses.replace(data, data_dir=data_dir)
     if cache_dir is not None:
         data = dataclasses.replace(data, cache_dir=cache_dir)
-    if run.model.memory == "few_shot":
-        test = omniglot.load_splits(data)["test"]
-    elif mode in modes.FEW_SHOT_MODES:
-        raise UserInputError(
-            f"--mode={mode} needs a run trained with few-shot Omniglot episodes; this run's memory is "
-            f"{run.model.memory!r} (its modes: nll, samples, export)"
-        )
-    else:
-        test = flat_images.load_splits(data)["test"]
+    test = tasks.load_test_split(data)
 
     started = time.perf_counter()
     result = modes.MODES[mode](model, test, run, config)
@@ -89,6 +83,7 @@ def run_evaluation(
         "mode": mode,
         "logdir": logdir,
         "checkpoint_step": step,
+        "model": run.model.name,
         "dataset": data.dataset,
         "split": data.split,
         "image_size": data.image_size,

@@ -1,26 +1,70 @@
-"""Generative models. Each exposes `log_weight_terms(x, memory, num_samples, seed)`,
-`encode_memory(memory)` with `log_weight_terms_encoded(x, encoding, num_samples, seed)`,
-and `sample(memory, num_samples, seed)`; objectives, evaluation and export use only those.
-A model with a learned memory takes memory=None in each."""
+"""Generative models behind one interface (`base.py`), and the registry that names them.
+
+Consumers build models with `build_model` and ask what a model can do (base.py's capability
+mixins), never which model it is; the registry below is the one place that knows the names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
 
 import tensorflow as tf
 
 from vma_tf.config import ModelConfig
+from vma_tf.models.base import (
+    AddressedMemory,
+    AttendingMemory,
+    GenerativeModel,
+    LogWeights,
+    MemoryReader,
+    context_for,
+    read_weights,
+)
 from vma_tf.models.conv import ConvVMA
 from vma_tf.models.mlp import MlpVMA
-from vma_tf.models.terms import LogWeightTerms
-from vma_tf.models.vma import VariationalMemoryAddressing
+from vma_tf.models.soft_attention import SoftAttentionVAE
+from vma_tf.models.vae import ConvVAE
 
-__all__ = ["ARCHITECTURES", "LogWeightTerms", "VariationalMemoryAddressing", "build_model"]
+__all__ = [
+    "REGISTRY",
+    "AddressedMemory",
+    "AttendingMemory",
+    "GenerativeModel",
+    "LogWeights",
+    "MemoryReader",
+    "ModelEntry",
+    "build_model",
+    "context_for",
+    "read_weights",
+]
 
-ARCHITECTURES = {"conv": ConvVMA, "mlp": MlpVMA}
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """How to build one registered model and what it can be trained with.
+
+    architectures: the model_arch values it has nets for, each mapped to its class.
+    memories: the tasks (ModelConfig.memory) it trains with.
+    min_num_samples: the least K its objective works with (VIMCO's leave-one-out needs 2).
+    """
+
+    architectures: dict[str, Callable[[ModelConfig], GenerativeModel]]
+    memories: tuple[str, ...]
+    min_num_samples: int
 
 
-def build_model(config: ModelConfig) -> VariationalMemoryAddressing:
+REGISTRY: dict[str, ModelEntry] = {
+    "vma": ModelEntry({"conv": ConvVMA, "mlp": MlpVMA}, ("few_shot", "recall", "learned"), min_num_samples=2),
+    "vae": ModelEntry({"conv": ConvVAE}, ("few_shot", "none"), min_num_samples=1),
+    "soft_attention": ModelEntry({"conv": SoftAttentionVAE}, ("few_shot", "recall"), min_num_samples=1),
+}
+
+
+def build_model(config: ModelConfig) -> GenerativeModel:
     """The model a ModelConfig describes, with every variable created, so that a checkpoint
     restores into all of them at once."""
-    model = ARCHITECTURES[config.model_arch](config)
+    model = REGISTRY[config.name].architectures[config.model_arch](config)
     image = tf.zeros([1, config.image_size, config.image_size, 1])
-    memory = None if model.learned_memory is not None else image
-    model.log_weight_terms(image, memory, 2, tf.constant([0, 0], tf.int32))
+    model.log_weights_in_context(image, context_for(model, image), 2, tf.constant([0, 0], tf.int32))
     return model

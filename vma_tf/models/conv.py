@@ -24,10 +24,11 @@ tfd = tfp.distributions
 class ConvMemoryEncoding(NamedTuple):
     """embeddings [M, E]; levels: the pyramid levels below full resolution [M, s, s, C];
     logits [M, S, S, 1]: m_a's own term of the decoder's logits; top [M, F] flattened top
-    level; prior_z_params [M, 2Z]; code [M, Z]."""
+    level; prior_z_params [M, 2Z]; code [M, Z]. A read at addresses [...] has every field but
+    the embeddings, each with leading shape [...]."""
 
     embeddings: tf.Tensor
-    levels: list[tf.Tensor]
+    levels: tuple[tf.Tensor, ...]
     logits: tf.Tensor
     top: tf.Tensor
     prior_z_params: tf.Tensor
@@ -73,7 +74,7 @@ class ConvVMA(VariationalMemoryAddressing):
         top = self.flatten(levels[-1])
         return ConvMemoryEncoding(
             embeddings=embeddings,
-            levels=levels[1:],
+            levels=tuple(levels[1:]),
             logits=self.decoder.memory_logits(levels[0], memory),
             top=top,
             prior_z_params=self.prior_z(top),
@@ -83,19 +84,15 @@ class ConvVMA(VariationalMemoryAddressing):
     def target_features(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return self.flatten(self.pyramid(x)[-1]), self.query_embedder(x)
 
-    def z_prior(self, encoding: ConvMemoryEncoding, addresses: tf.Tensor) -> tfd.MultivariateNormalDiag:
-        return nets.diag_gaussian(tf.gather(encoding.prior_z_params, addresses))
+    def z_prior(self, entries: ConvMemoryEncoding) -> tfd.MultivariateNormalDiag:
+        return nets.diag_gaussian(entries.prior_z_params)
 
-    def z_posterior(
-        self, x_features: tf.Tensor, encoding: ConvMemoryEncoding, addresses: tf.Tensor
-    ) -> tfd.MultivariateNormalDiag:
-        m_top = tf.gather(encoding.top, addresses)
-        x_top = tf.broadcast_to(x_features, tf.shape(m_top))
-        return nets.diag_gaussian(self.posterior_z(tf.concat([x_top, m_top], axis=-1)))
+    def z_posterior(self, x_features: tf.Tensor, entries: ConvMemoryEncoding) -> tfd.MultivariateNormalDiag:
+        x_top = tf.broadcast_to(x_features, tf.shape(entries.top))
+        return nets.diag_gaussian(self.posterior_z(tf.concat([x_top, entries.top], axis=-1)))
 
-    def likelihood(self, z: tf.Tensor, encoding: ConvMemoryEncoding, addresses: tf.Tensor) -> tfd.Independent:
-        flat = tf.reshape(addresses, [-1])
-        code = tf.concat([tf.reshape(z, [-1, z.shape[-1]]), tf.gather(encoding.code, flat)], axis=-1)
-        levels = [tf.gather(level, flat) for level in encoding.levels]
-        logits = self.decoder((code, levels, tf.gather(encoding.logits, flat)))
-        return nets.bernoulli_image(nets.unflatten_samples(logits, addresses))
+    def likelihood(self, z: tf.Tensor, entries: ConvMemoryEncoding) -> tfd.Independent:
+        code = tf.concat([nets.flatten_leading(z, 1), nets.flatten_leading(entries.code, 1)], axis=-1)
+        levels = [nets.flatten_leading(level, 3) for level in entries.levels]
+        logits = self.decoder(code, levels, nets.flatten_leading(entries.logits, 3))
+        return nets.bernoulli_image(nets.unflatten_samples(logits, tf.shape(z)[:-1]))

@@ -77,19 +77,15 @@ class MlpVMA(VariationalMemoryAddressing):
         pixels = _flat(x)
         return self.posterior_x(pixels), tf.cast(self.query_embedder(pixels), tf.float32)
 
-    def z_prior(self, encoding: MlpMemoryEncoding, addresses: tf.Tensor) -> tfd.MultivariateNormalDiag:
-        return nets.diag_gaussian(tf.gather(encoding.prior_z_params, addresses))
+    def z_prior(self, entries: MlpMemoryEncoding) -> tfd.MultivariateNormalDiag:
+        return nets.diag_gaussian(entries.prior_z_params)
 
-    def z_posterior(
-        self, x_features: tf.Tensor, encoding: MlpMemoryEncoding, addresses: tf.Tensor
-    ) -> tfd.MultivariateNormalDiag:
-        hidden = tf.nn.relu(x_features + tf.gather(encoding.posterior_input, addresses))  # [K, B, H]
+    def z_posterior(self, x_features: tf.Tensor, entries: MlpMemoryEncoding) -> tfd.MultivariateNormalDiag:
+        hidden = tf.nn.relu(x_features + entries.posterior_input)  # [K, B, H]
         return nets.diag_gaussian(tf.cast(self.posterior_z(hidden), tf.float32))
 
-    def likelihood(self, z: tf.Tensor, encoding: MlpMemoryEncoding, addresses: tf.Tensor) -> tfd.Independent:
-        flat = tf.reshape(addresses, [-1])
-        z = tf.reshape(z, [-1, z.shape[-1]])
-        hidden = tf.nn.relu(self.decoder_z(z) + tf.gather(encoding.decoder_input, flat))
-        logits = self.decoder(hidden) + tf.gather(encoding.logits, flat)
+    def likelihood(self, z: tf.Tensor, entries: MlpMemoryEncoding) -> tfd.Independent:
+        hidden = tf.nn.relu(self.decoder_z(z) + entries.decoder_input)
+        logits = self.decoder(hidden) + entries.logits
         size = self.model_config.image_size
-        return nets.bernoulli_image(nets.unflatten_samples(tf.reshape(logits, [-1, size, size, 1]), addresses))
+        return nets.bernoulli_image(tf.reshape(logits, tf.concat([tf.shape(z)[:-1], [size, size, 1]], axis=0)))

@@ -3,19 +3,19 @@
     p(x | M) = sum_a p(a | M) ∫ p(z | m_a) p(x | z, m_a) dz
     q(a, z | x, M) = q(a | x, M) q(z | x, m_a)
 
-Subclasses supply the nets (conv.py: section 4.2; mlp.py: section 4.1) through a few hooks
-that work on a *memory encoding*: everything the model needs of each memory entry, computed
-once per entry. The K x B sampled addresses gather those encodings, so per-entry work is never
-repeated per (sample, target) pair.
+Subclasses supply the nets (conv.py: section 4.2; mlp.py: section 4.1) through a few hooks.
+`encode_context` computes everything the model needs of each memory entry once per entry
+(an *encoding*); `read(encoded, addresses)` gathers those per-entry features for the K x B
+sampled addresses only, so per-entry work is never repeated per (sample, target) pair.
 
 The memory is either passed in (few-shot and recall: images [M, S, S, 1]) or, with
-`config.memory == "learned"`, the model's own trainable `learned_memory`; such a model takes
-memory=None everywhere.
+`config.memory == "learned"`, the model's own trainable `learned_memory`; such a model reads no
+context and takes None wherever a context goes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import tensorflow as tf
@@ -23,15 +23,26 @@ import tensorflow_probability as tfp
 
 from vma_tf import addressing
 from vma_tf.config import ModelConfig
-from vma_tf.models.terms import LogWeightTerms
+from vma_tf.models.base import AddressedMemory, GenerativeModel, LogWeights, broadcast_to_samples
 
 tfd = tfp.distributions
 
 
-class VariationalMemoryAddressing(keras.Model):
-    """The VMA math: addressing, the log-weight terms and sampling. Subclasses implement
-    `encode`, `target_features`, `z_posterior`, `z_prior`, `likelihood` (and may override
+def gather_entries(encoded: NamedTuple, addresses: tf.Tensor) -> NamedTuple:
+    """Every per-entry field of an encoding, gathered at addresses [...]: leading shape [...]
+    (the embeddings, which only addressing needs, stay as they are)."""
+    return encoded._replace(**{
+        name: tf.nest.map_structure(lambda entries: tf.gather(entries, addresses), getattr(encoded, name))
+        for name in encoded._fields if name != "embeddings"
+    })
+
+
+class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
+    """The VMA math: addressing, the log-weights and sampling. Subclasses implement `encode`,
+    `target_features`, `z_posterior`, `z_prior`, `likelihood` (and may override
     `features`)."""
+
+    DIAGNOSTICS = ("kl_a", "kl_z", "entropy_a")
 
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(name="vma", **kwargs)
@@ -41,7 +52,6 @@ class VariationalMemoryAddressing(keras.Model):
             if config.prior == "learned"
             else None
         )
-        self.learned_memory = None
         if config.memory == "learned":
             size = config.image_size
             entry_shape = (config.memory_dim,) if config.memory_dim else (size, size, 1)
@@ -73,19 +83,23 @@ class VariationalMemoryAddressing(keras.Model):
         """(what q(z|x, m_a) needs of x [B, S, S, 1], the query embeddings h_q(x) [B, E])."""
         raise NotImplementedError
 
-    def z_posterior(self, x_features: Any, encoding: Any, addresses: tf.Tensor) -> tfd.MultivariateNormalDiag:
-        """q(z | x, m_a) for addresses [K, B]: batch [K, B], event [Z]."""
+    def z_posterior(self, x_features: Any, entries: Any) -> tfd.MultivariateNormalDiag:
+        """q(z | x, m_a) for the entries read at addresses [K, B]: batch [K, B], event [Z]."""
         raise NotImplementedError
 
-    def z_prior(self, encoding: Any, addresses: tf.Tensor) -> tfd.MultivariateNormalDiag:
-        """p(z | m_a) for addresses [...]: batch [...], event [Z]."""
+    def z_prior(self, entries: Any) -> tfd.MultivariateNormalDiag:
+        """p(z | m_a) for the entries read at addresses [...]: batch [...], event [Z]."""
         raise NotImplementedError
 
-    def likelihood(self, z: tf.Tensor, encoding: Any, addresses: tf.Tensor) -> tfd.Independent:
-        """p(x | z, m_a) for z [..., Z] and addresses [...]: batch [...], event [S, S, 1]."""
+    def likelihood(self, z: tf.Tensor, entries: Any) -> tfd.Independent:
+        """p(x | z, m_a) for z [..., Z] and the entries read at addresses [...]: batch [...], event [S, S, 1]."""
         raise NotImplementedError
 
-    # -- shared ------------------------------------------------------------------------------
+    # -- the interface -----------------------------------------------------------------------
+
+    @property
+    def reads_context(self) -> bool:
+        return self.learned_memory is None
 
     def memory_or_learned(self, memory: tf.Tensor | None) -> tf.Tensor:
         """The memory to read: `memory`, or the learned memory when it is None.
@@ -101,79 +115,73 @@ class VariationalMemoryAddressing(keras.Model):
             raise ValueError("this model reads its learned memory: pass memory=None")
         return tf.convert_to_tensor(self.learned_memory)
 
-    def encode_memory(self, memory: tf.Tensor | None) -> Any:
+    def encode_context(self, context: tf.Tensor | None) -> Any:
         """Encodes memory [M, ...] (None: the learned memory) for sampling or repeated queries."""
-        return self.encode(self.memory_or_learned(memory))
+        return self.encode(self.memory_or_learned(context))
 
-    def address_prior(self, encoding: Any) -> tfd.Categorical:
-        """p(a | M): batch [], event [], over range(M)."""
-        return addressing.address_prior(encoding.embeddings, self.prior_query)
+    def read(self, encoded: NamedTuple, addresses: tf.Tensor) -> NamedTuple:
+        return gather_entries(encoded, addresses)
 
-    def address_posterior(self, x: tf.Tensor, encoding: Any) -> tfd.Categorical:
-        """q(a | x, M) for x [B, S, S, 1]: batch [B], event []."""
-        return addressing.address_posterior(encoding.embeddings, self.target_features(x)[1])
+    def address_prior(self, encoded: Any) -> tfd.Categorical:
+        return addressing.address_prior(encoded.embeddings, self.prior_query)
 
-    def log_weight_terms(
-        self, x: tf.Tensor, memory: tf.Tensor | None, num_samples: int, seed: tf.Tensor
-    ) -> LogWeightTerms:
-        """The terms of log w for K = num_samples draws (a_k, z_k) ~ q(a, z | x, M).
+    def address_posterior(self, x: tf.Tensor, encoded: Any) -> tfd.Categorical:
+        return addressing.address_posterior(encoded.embeddings, self.target_features(x)[1])
 
-        x [B, S, S, 1], memory [M, ...] or None (learned), seed int [2] (stateless).
-        Returns [K, B] terms. The training path.
-        """
-        x_features, query_embeddings, encoding = self.features(x, self.memory_or_learned(memory))
-        return self._log_weight_terms(x, x_features, query_embeddings, encoding, num_samples, seed)
+    def log_weights_in_context(
+        self, x: tf.Tensor, context: tf.Tensor | None, num_samples: int, seed: tf.Tensor
+    ) -> LogWeights:
+        """The training path: the nets run once over targets and memory together."""
+        x_features, query_embeddings, encoded = self.features(x, self.memory_or_learned(context))
+        return self._log_weights(x, x_features, query_embeddings, encoded, num_samples, seed)
 
-    def log_weight_terms_encoded(
-        self, x: tf.Tensor, encoding: Any, num_samples: int, seed: tf.Tensor
-    ) -> LogWeightTerms:
-        """`log_weight_terms` against a memory encoded once by `encode_memory`: for evaluation,
-        where many chunks of samples and batches of targets share one (possibly large) memory."""
+    def log_weights(self, x: tf.Tensor, encoded: Any, num_samples: int | tf.Tensor, seed: tf.Tensor) -> LogWeights:
         x_features, query_embeddings = self.target_features(x)
-        return self._log_weight_terms(x, x_features, query_embeddings, encoding, num_samples, seed)
+        return self._log_weights(x, x_features, query_embeddings, encoded, num_samples, seed)
 
-    def _log_weight_terms(
+    def _log_weights(
         self,
         x: tf.Tensor,
         x_features: Any,
         query_embeddings: tf.Tensor,
-        encoding: Any,
-        num_samples: int,
+        encoded: Any,
+        num_samples: int | tf.Tensor,
         seed: tf.Tensor,
-    ) -> LogWeightTerms:
+    ) -> LogWeights:
         address_seed, z_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        q_a = addressing.address_posterior(encoding.embeddings, query_embeddings)
-        p_a = self.address_prior(encoding)
+        q_a = addressing.address_posterior(encoded.embeddings, query_embeddings)
+        p_a = self.address_prior(encoded)
         addresses = tf.cast(q_a.sample(num_samples, seed=address_seed), tf.int32)  # [K, B]
 
-        q_z = self.z_posterior(x_features, encoding, addresses)
-        p_z = self.z_prior(encoding, addresses)
+        entries = self.read(encoded, addresses)
+        q_z = self.z_posterior(x_features, entries)
+        p_z = self.z_prior(entries)
         z = q_z.sample(seed=z_seed)  # [K, B, Z], reparameterised
-        likelihood = self.likelihood(z, encoding, addresses)
+        likelihood = self.likelihood(z, entries)
 
-        return LogWeightTerms(
-            log_likelihood=likelihood.log_prob(x),
-            log_prior_z=p_z.log_prob(z),
-            log_posterior_z=q_z.log_prob(z),
-            log_prior_a=p_a.log_prob(addresses),
-            log_posterior_a=q_a.log_prob(addresses),
-            kl_a=tfd.kl_divergence(q_a, p_a),
-            kl_z=tfd.kl_divergence(q_z, p_z),
-            entropy_a=q_a.entropy(),
-            addresses=addresses,
+        log_likelihood = likelihood.log_prob(x)
+        log_posterior_a = q_a.log_prob(addresses)
+        log_weights = log_likelihood + p_z.log_prob(z) - q_z.log_prob(z) + p_a.log_prob(addresses) - log_posterior_a
+        return LogWeights(
+            log_weights=log_weights,
+            log_likelihood=log_likelihood,
+            score_log_prob=log_posterior_a,
+            diagnostics={
+                "kl_a": broadcast_to_samples(tfd.kl_divergence(q_a, p_a), log_weights),
+                "kl_z": tfd.kl_divergence(q_z, p_z),
+                "entropy_a": broadcast_to_samples(q_a.entropy(), log_weights),
+            },
+            reads=addresses,
             likelihood=likelihood,
         )
 
-    def sample(
-        self, memory: tf.Tensor | None, num_samples: int, seed: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Draws from p(x | M): returns Bernoulli means float32 [N, S, S, 1] and addresses int32 [N]."""
+    def sample(self, encoded: Any, num_samples: int | tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Draws from p(x | M): {"images": float32 [N, S, S, 1], "addresses": int32 [N]}."""
         address_seed, z_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        encoding = self.encode_memory(memory)
-        addresses = tf.cast(self.address_prior(encoding).sample(num_samples, seed=address_seed), tf.int32)
-        return self.sample_at(encoding, addresses, z_seed), addresses
+        addresses = tf.cast(self.address_prior(encoded).sample(num_samples, seed=address_seed), tf.int32)
+        return {"images": self.sample_at(encoded, addresses, z_seed), "addresses": addresses}
 
-    def sample_at(self, encoding: Any, addresses: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """Draws from p(x | m_a) at given addresses [...]: Bernoulli means float32 [..., S, S, 1]."""
-        z = self.z_prior(encoding, addresses).sample(seed=seed)
-        return self.likelihood(z, encoding, addresses).mean()
+    def sample_at(self, encoded: Any, addresses: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        entries = self.read(encoded, addresses)
+        z = self.z_prior(entries).sample(seed=seed)
+        return self.likelihood(z, entries).mean()

@@ -1,0 +1,150 @@
+"""The model interface: what training, evaluation and export may ask of any generative model.
+
+Every model is a latent-variable model of an image x, possibly given a context C (a memory of
+images that the caller supplies):
+
+    encode_context(C) -> encoded          (None when the model reads no context)
+    log_weights(x, encoded, K, seed)     -> LogWeights: K importance samples per target
+    sample(encoded, N, seed)             -> {"images": [N, H, W, 1], ...}
+
+and the objective follows from the record alone: VIMCO when it has a score term (latents
+sampled without reparameterisation), the plain K-sample bound otherwise.
+
+Capabilities beyond that are mixins that consumers test for, never model names:
+- `MemoryReader`: the model reads individual memory entries and can say which entries explain
+  x (`entry_posterior`), which is what few-shot classification and the addressing figures use.
+- `AddressedMemory` (a MemoryReader): a discrete address a with q(a|x), p(a) and
+  `read(encoded, addresses)`, which gathers per-entry decoder features only for the drawn
+  addresses.
+- `AttendingMemory` (a MemoryReader): a soft read with attention weights.
+- `learned_memory`: a memory the model trains itself (a variable), or None.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+
+class LogWeights(NamedTuple):
+    """K importance samples (latents ~ q(latents | x, C)) of B targets, in nats.
+
+    log_weights [K, B]: log p(x, latents | C) - log q(latents | x, C).
+    log_likelihood [K, B]: log p(x | latents, C).
+    score_log_prob [K, B], or None when every latent is reparameterised: log q of the latents
+      sampled without reparameterisation (VMA: log q(a_k|x)); VIMCO's score term.
+    diagnostics: {name: [K, B]} per-sample quantities in nats that metrics, TensorBoard and
+      reports average (kl_z, kl_a, entropy_a, ...); exact per-target values are broadcast over K.
+      The names are the model's DIAGNOSTICS.
+    reads: which memory entries each sample read: int32 addresses [K, B] (a hard read), float32
+      weights [K, B, M] summing to one over M (a soft read), or None without a memory.
+    likelihood: p(x | latents, C), batch [K, B], event [H, W, 1].
+    """
+
+    log_weights: tf.Tensor
+    log_likelihood: tf.Tensor
+    score_log_prob: tf.Tensor | None
+    diagnostics: dict[str, tf.Tensor]
+    reads: tf.Tensor | None
+    likelihood: tfd.Distribution
+
+
+class GenerativeModel(keras.Model):
+    """The interface every registered model implements. Subclasses set DIAGNOSTICS and
+    `reads_context`, and implement encode_context, log_weights and sample."""
+
+    DIAGNOSTICS: tuple[str, ...] = ()
+    # A memory the model trains itself, [M, ...]; None for models without one.
+    learned_memory: tf.Variable | None = None
+
+    @property
+    def reads_context(self) -> bool:
+        """Whether encode_context takes a context from the caller (otherwise it takes None)."""
+        raise NotImplementedError
+
+    def encode_context(self, context: tf.Tensor | None) -> Any:
+        """Everything the model needs of a context [M, H, W, 1] (None: the model reads none), computed
+        once so that many targets, chunks of samples and draws can share it."""
+        raise NotImplementedError
+
+    def log_weights(self, x: tf.Tensor, encoded: Any, num_samples: int | tf.Tensor, seed: tf.Tensor) -> LogWeights:
+        """K = num_samples importance samples for targets x [B, H, W, 1]; seed int32 [2] (stateless)."""
+        raise NotImplementedError
+
+    def log_weights_in_context(
+        self, x: tf.Tensor, context: tf.Tensor | None, num_samples: int, seed: tf.Tensor
+    ) -> LogWeights:
+        """`log_weights` given the raw context: the training path, which a model may override to
+        share work between targets and context."""
+        return self.log_weights(x, self.encode_context(context), num_samples, seed)
+
+    def sample(self, encoded: Any, num_samples: int | tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Draws from p(x | C): {"images": Bernoulli means float32 [N, H, W, 1]} plus what the model
+        can say of each sample (an addressed model: "addresses" int32 [N])."""
+        raise NotImplementedError
+
+
+class MemoryReader:
+    """A model that reads individual entries of a memory."""
+
+    def entry_posterior(self, x: tf.Tensor, encoded: Any) -> tf.Tensor:
+        """How much each memory entry explains each target: float32 [B, M], rows summing to one."""
+        raise NotImplementedError
+
+
+class AddressedMemory(MemoryReader):
+    """A discrete address a over the memory entries (VMA)."""
+
+    def address_posterior(self, x: tf.Tensor, encoded: Any) -> tfd.Categorical:
+        """q(a | x, M) for x [B, H, W, 1]: batch [B], event [], values in range(M)."""
+        raise NotImplementedError
+
+    def address_prior(self, encoded: Any) -> tfd.Categorical:
+        """p(a | M): batch [], event []."""
+        raise NotImplementedError
+
+    def read(self, encoded: Any, addresses: tf.Tensor) -> Any:
+        """The decoder's per-entry features of the entries at addresses [...], leading shape [...]."""
+        raise NotImplementedError
+
+    def sample_at(self, encoded: Any, addresses: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """Draws from p(x | m_a) at given addresses [...]: Bernoulli means float32 [..., H, W, 1]."""
+        raise NotImplementedError
+
+    def entry_posterior(self, x: tf.Tensor, encoded: Any) -> tf.Tensor:
+        return self.address_posterior(x, encoded).probs_parameter()
+
+
+class AttendingMemory(MemoryReader):
+    """A soft read: attention weights over the memory entries."""
+
+    def attention(self, x: tf.Tensor, encoded: Any) -> tf.Tensor:
+        """The attention weights of the read for targets x [B, H, W, 1] at the mean of q(z|x):
+        float32 [B, M], rows summing to one."""
+        raise NotImplementedError
+
+    def entry_posterior(self, x: tf.Tensor, encoded: Any) -> tf.Tensor:
+        return self.attention(x, encoded)
+
+
+def context_for(model: GenerativeModel, memory: tf.Tensor | None) -> tf.Tensor | None:
+    """What to pass as the context of `model` when a batch comes with `memory` [M, H, W, 1] (or
+    None): the memory itself if the model reads one, else None."""
+    return memory if model.reads_context else None
+
+
+def read_weights(reads: tf.Tensor, memory_size: int | tf.Tensor) -> tf.Tensor:
+    """A LogWeights' reads as weights float32 [K, B, M]: one-hot for hard reads (addresses)."""
+    if reads.dtype.is_integer:
+        return tf.one_hot(reads, memory_size, dtype=tf.float32)
+    return reads
+
+
+def broadcast_to_samples(per_target: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """An exact per-target value [B] as a per-sample diagnostic shaped like `like` [K, B]."""
+    return tf.broadcast_to(per_target, tf.shape(like))

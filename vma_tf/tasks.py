@@ -1,0 +1,186 @@
+"""Tasks: the data protocols a model is trained and tested with. A task owns its inputs (the
+training batches, the test batches of `eval.py --mode=nll`) and its loss; the trainer and the
+evaluation modes know neither. `ModelConfig.memory` names the task:
+
+    few_shot  targets, and a memory of other drawings of their classes (Omniglot)
+    recall    a memory of random images, the targets drawn from it (paper section 4.1)
+    learned   batches of images; the model reads its own trained memory
+    none      batches of images without a memory
+
+Every batch is an `Episode` (a learned or absent memory is empty) and a pure function of
+(seed, step), so a resumed run continues the exact sequence of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from vma_tf import objectives
+from vma_tf.config import DataConfig, EvalConfig, RunConfig
+from vma_tf.data import episodes, omniglot
+from vma_tf.data import images as flat_images
+from vma_tf.data.episodes import Episode
+from vma_tf.data.omniglot import CharacterSet
+from vma_tf.errors import UserInputError
+from vma_tf.models import GenerativeModel, LogWeights, context_for
+
+_IMAGE_GRID_COLUMNS = 8  # image summaries of batches without classes
+
+
+class Task:
+    """The few-shot, recall and image-batch protocols share the loss; they differ in their data."""
+
+    # Whether each target is itself an entry of its batch's memory (recall): then eval reports
+    # how often the model's most probable entry is the target's own.
+    targets_in_memory = False
+
+    def __init__(self, run: RunConfig):
+        self.run = run
+
+    @property
+    def grid_columns(self) -> tuple[int, int]:
+        """Image summaries: (targets per row, memory entries per row)."""
+        return _IMAGE_GRID_COLUMNS, _IMAGE_GRID_COLUMNS
+
+    def validate(self) -> None:
+        """Raises UserInputError when the run's data cannot serve this task; reads no data."""
+
+    def training_data(self) -> tuple[int, Callable[[int], tf.data.Dataset]]:
+        """Loads the training split; returns its image size and the dataset of the Episodes of the
+        training steps from a given one on."""
+        raise NotImplementedError
+
+    def test_batches(
+        self, test: CharacterSet | np.ndarray, config: EvalConfig, seed_of: Callable[[int], tf.Tensor]
+    ) -> tuple[list[Episode], str]:
+        """`config.num_episodes` test batches shaped like the training batches (batch i drawn with
+        seed_of(i)), and a description of their memory."""
+        raise NotImplementedError
+
+    def loss(
+        self, model: GenerativeModel, batch: Episode, seed: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, LogWeights]:
+        """(the loss to minimise [], the K-sample bound of each target [B] in nats, the LogWeights)."""
+        train = self.run.train
+        record = model.log_weights_in_context(
+            batch.targets, context_for(model, batch.memory), train.num_samples, seed
+        )
+        loss, bound = objectives.bound_loss(record, train.vimco_baseline)
+        return loss, bound, record
+
+
+class FewShotTask(Task):
+    """Few-shot Omniglot episodes (paper section 4.2)."""
+
+    @property
+    def grid_columns(self) -> tuple[int, int]:
+        shape = self.run.episodes
+        return shape.targets_per_class, shape.memory_per_class
+
+    def validate(self) -> None:
+        if self.run.data.dataset != "omniglot":
+            raise UserInputError(
+                "--memory=few_shot needs labelled classes: use --dataset=omniglot, or --memory=recall|learned"
+            )
+
+    def training_data(self) -> tuple[int, Callable[[int], tf.data.Dataset]]:
+        characters = omniglot.load_splits(self.run.data)["train"]
+        episodes.validate(characters, self.run.episodes)
+        seed = self.run.train.seed
+        return characters.image_size, lambda start: episodes.episode_dataset(
+            characters, self.run.episodes, seed, start_step=start
+        )
+
+    def test_batches(self, test, config, seed_of):
+        shape = self.run.episodes
+        classes, per_class = shape.classes_per_batch + shape.confounding_classes, shape.targets_per_class
+        per_class += shape.memory_per_class
+        if classes > test.num_classes or per_class > test.images_per_class:
+            raise UserInputError(
+                f"the training episode shape needs {classes} classes of {per_class} images; the test split has "
+                f"{test.num_classes} of {test.images_per_class}"
+            )
+        images = tf.constant(test.images)
+        batches = [episodes.sample_episode(images, shape, seed_of(index)) for index in range(config.num_episodes)]
+        description = (
+            f"{shape.memory_per_class} other images of each of the {shape.classes_per_batch} target classes"
+            + (f" + {shape.confounding_classes} confounding classes" if shape.confounding_classes else "")
+        )
+        return batches, description
+
+
+class RecallTask(Task):
+    """Train to recall (paper section 4.1, Figure 2A): memory_size random images, the targets
+    drawn from them."""
+
+    targets_in_memory = True
+
+    def training_data(self) -> tuple[int, Callable[[int], tf.data.Dataset]]:
+        train_images = flat_images.load_splits(self.run.data)["train"]
+        model, train = self.run.model, self.run.train
+        return train_images.shape[1], lambda start: flat_images.batch_dataset(
+            train_images, model.memory_size, train.batch_size, train.seed, start_step=start
+        )
+
+    def test_batches(self, test, config, seed_of):
+        pixels = flat_images.flattened(test)
+        memory_size = config.memory_size or self.run.model.memory_size
+        if memory_size > len(pixels):
+            raise UserInputError(f"--memory_size={memory_size} but the test split has {len(pixels)} images")
+        pixels = tf.constant(pixels)
+        batches = [
+            flat_images.sample_recall_episode(pixels, memory_size, self.run.train.batch_size, seed_of(index))
+            for index in range(config.num_episodes)
+        ]
+        return batches, f"{memory_size} random test images; the targets are drawn from them"
+
+
+class ImageBatchTask(Task):
+    """Batches of images without a memory from the data: the model reads its learned memory, or none."""
+
+    def training_data(self) -> tuple[int, Callable[[int], tf.data.Dataset]]:
+        train_images = flat_images.load_splits(self.run.data)["train"]
+        train = self.run.train
+        return train_images.shape[1], lambda start: flat_images.batch_dataset(
+            train_images, 0, train.batch_size, train.seed, start_step=start
+        )
+
+    def test_batches(self, test, config, seed_of):
+        # Distinct random test images, batch by batch: every image at most once.
+        pixels = flat_images.flattened(test)
+        order = np.random.default_rng(np.asarray(seed_of(0)).view(np.uint32)).permutation(len(pixels))
+        batch_size = self.run.train.batch_size
+        chunks = [order[start : start + batch_size] for start in range(0, len(pixels), batch_size)]
+        batches = [
+            Episode(tf.constant(pixels[chunk, ..., None], tf.float32), tf.constant(chunk, tf.int32), None, None)
+            for chunk in chunks[: config.num_episodes]
+        ]
+        memory = self.run.model.memory
+        return batches, (f"the learned memory ({self.run.model.memory_size} entries)" if memory == "learned"
+                         else "none")
+
+
+TASKS: dict[str, type[Task]] = {
+    "few_shot": FewShotTask,
+    "recall": RecallTask,
+    "learned": ImageBatchTask,
+    "none": ImageBatchTask,
+}
+
+
+def build_task(run: RunConfig) -> Task:
+    """The task `run.model.memory` names; UserInputError for an unknown one."""
+    if run.model.memory not in TASKS:
+        raise UserInputError(f"--memory must be one of {tuple(TASKS)}, got {run.model.memory!r}")
+    return TASKS[run.model.memory](run)
+
+
+def load_test_split(data: DataConfig) -> CharacterSet | np.ndarray:
+    """The test split: Omniglot's characters by class (the modes that need classes use them), or
+    MNIST's images uint8 [N, 28, 28]."""
+    if data.dataset == "omniglot":
+        return omniglot.load_splits(data)["test"]
+    return flat_images.load_splits(data)["test"]
