@@ -12,6 +12,8 @@ import pytest
 import tensorflow as tf
 from conftest import REPO
 
+from vma_tf.models import REGISTRY
+
 TINY = [
     "--conv_channels=4", "--embed_dim=8", "--latent_dim=4", "--hidden_units=8",
     "--classes_per_batch=2", "--targets_per_class=2", "--memory_per_class=2",
@@ -72,8 +74,9 @@ def test_bad_input_ends_with_one_line_error(flags, message, data_dir, cache_dir,
     assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
 
 
-def test_rerunning_resumes_step_count_and_weights(data_dir, cache_dir, tmp_path):
-    common = [f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", *TINY]
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_rerunning_resumes_step_count_and_weights(name, data_dir, cache_dir, tmp_path):
+    common = [f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", *TINY, f"--model={name}"]
     resumed, straight = str(tmp_path / "resumed"), str(tmp_path / "straight")
     run_train(*common, f"--logdir={resumed}", "--steps=6")
     first_weights, first_step = model_weights(resumed)
@@ -87,8 +90,8 @@ def test_rerunning_resumes_step_count_and_weights(data_dir, cache_dir, tmp_path)
     straight_weights, straight_step = model_weights(straight)
     assert resumed_step == straight_step == 10
     assert any(not np.array_equal(first_weights[n], resumed_weights[n]) for n in first_weights)
-    for name, value in straight_weights.items():
-        np.testing.assert_allclose(resumed_weights[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
+    for variable, value in straight_weights.items():
+        np.testing.assert_allclose(resumed_weights[variable], value, rtol=1e-4, atol=1e-6, err_msg=variable)
     straight_losses = [row["loss_nats"] for row in read_metrics(straight)]
     np.testing.assert_allclose([row["loss_nats"] for row in read_metrics(resumed)], straight_losses, rtol=1e-4)
 

@@ -63,6 +63,10 @@ def _header(result: dict) -> str:
     )
 
 
+def _this_run(result: dict) -> str:
+    return f"{result['meta'].get('model', 'vma')} (this run)"
+
+
 def _data_name(meta: dict) -> str:
     if meta.get("dataset") == "mnist":
         return "binarized MNIST"
@@ -106,7 +110,7 @@ def conditional_markdown(result: dict) -> str:
     rows = []
     for classes, row in result["table"].items():
         errors = result["stderr"][classes]
-        rows.append(["this model", classes] + [f"{row[n]:.1f} ± {errors[n]:.1f}" for n in shots])
+        rows.append([_this_run(result), classes] + [f"{row[n]:.1f} ± {errors[n]:.1f}" for n in shots])
         for name in ("VMA", "GMN"):
             published = PUBLISHED_CONDITIONAL[name].get(int(classes))
             if published:
@@ -209,7 +213,7 @@ def memory_sweep_figure(result: dict, path: str) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     classes = [p["classes"] for p in result["by_classes"]]
     left.errorbar(classes, [p["nll_nats"] for p in result["by_classes"]],
-                  yerr=[p["nll_stderr"] for p in result["by_classes"]], marker="o", label="this model")
+                  yerr=[p["nll_stderr"] for p in result["by_classes"]], marker="o", label=_this_run(result))
     reference = [p["optimal_reference_nats"] for p in result["by_classes"]]
     if reference[0] is not None:
         left.plot(classes, reference, "k--", label="optimal: NLL(C=1) + log C")
