@@ -15,6 +15,8 @@ from conftest import REPO
 from PIL import Image
 from test_training import TINY, model_weights, read_metrics, run_train
 
+from vma_tf import checkpoints, export
+
 
 def _last_error_line(result):
     return result.stderr.strip().splitlines()[-1]
@@ -168,9 +170,9 @@ def test_bad_data_is_named_and_nothing_is_cached(damage, message, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_a_logdir_from_before_the_model_registry_resumes_and_evaluates(data_dir, cache_dir, tmp_path):
+def test_a_logdir_from_before_the_model_registry_resumes_evaluates_and_exports(data_dir, cache_dir, tmp_path):
     """A config.json written before `--model` existed has no model name: it is VMA's, and the run
-    resumes, evaluates and exports."""
+    resumes, restores for evaluation and exports."""
     common = [f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={tmp_path}", *TINY]
     run_train(*common)
     with open(tmp_path / "config.json") as f:
@@ -180,12 +182,8 @@ def test_a_logdir_from_before_the_model_registry_resumes_and_evaluates(data_dir,
         json.dump(config, f)
     run_train(*common, "--steps=5")
     assert model_weights(str(tmp_path))[1] == 5
-    output = tmp_path / "nll.json"
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "eval.py"), f"--logdir={tmp_path}", "--mode=nll", f"--data_dir={data_dir}",
-         f"--cache_dir={cache_dir}", "--num_importance_samples=5", "--num_episodes=1", f"--output_json={output}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    with open(output) as f:
-        assert json.load(f)["model"] == "vma"
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(config, f)
+    run, model, step = checkpoints.restore_model(str(tmp_path))
+    assert run.model.name == "vma" and step == 5 and model.DIAGNOSTICS == ("kl_a", "kl_z", "entropy_a")
+    assert os.path.isfile(os.path.join(export.export_run(str(tmp_path)), "saved_model.pb"))

@@ -12,8 +12,6 @@ import pytest
 import tensorflow as tf
 from conftest import REPO
 
-from vma_tf.models import REGISTRY
-
 TINY = [
     "--conv_channels=4", "--embed_dim=8", "--latent_dim=4", "--hidden_units=8",
     "--classes_per_batch=2", "--targets_per_class=2", "--memory_per_class=2",
@@ -37,8 +35,11 @@ def read_metrics(logdir):
 
 
 def model_weights(logdir):
+    """({name: tensor} of every variable in the latest checkpoint, the step). A checkpoint stores each
+    variable once, under the first path that reaches it (the model's or the optimizer's), so this
+    takes them all: the model's weights, the optimizer's state and the step."""
     reader = tf.train.load_checkpoint(os.path.join(logdir, "checkpoints"))
-    names = [n for n in reader.get_variable_to_shape_map() if n.startswith("model/") and "OPTIMIZER" not in n]
+    names = [n for n in reader.get_variable_to_shape_map() if n.endswith("/.ATTRIBUTES/VARIABLE_VALUE")]
     return {n: reader.get_tensor(n) for n in names}, int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
@@ -74,7 +75,7 @@ def test_bad_input_ends_with_one_line_error(flags, message, data_dir, cache_dir,
     assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", ["vma", "vae"])  # VIMCO's model and one with the plain bound
 def test_rerunning_resumes_step_count_and_weights(name, data_dir, cache_dir, tmp_path):
     common = [f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", *TINY, f"--model={name}"]
     resumed, straight = str(tmp_path / "resumed"), str(tmp_path / "straight")
