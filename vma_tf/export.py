@@ -47,19 +47,19 @@ class ServingModule(tf.Module):
         memory = [tf.TensorSpec(images, tf.float32, name="memory")] if model.reads_context else []
 
         exported = {
-            "sample": self._function(self._sample, memory, [num_samples, seed], []),
-            "log_likelihood": self._function(self._log_likelihood, memory, [num_samples], [x]),
+            "sample": self._function(self._sample, [], memory, [num_samples, seed]),
+            "log_likelihood": self._function(self._log_likelihood, [x], memory, [num_samples]),
         }
         if isinstance(model, AddressedMemory):
-            exported["address_posterior"] = self._function(self._address_posterior, memory, [], [x])
+            exported["address_posterior"] = self._function(self._address_posterior, [x], memory, [])
         if isinstance(model, AttendingMemory):
-            exported["attention"] = self._function(self._attention, memory, [], [x])
+            exported["attention"] = self._function(self._attention, [x], memory, [])
         for name, function in exported.items():
             setattr(self, name, function)
         self.signature_names = tuple(exported)
 
     @staticmethod
-    def _function(method, memory: list[tf.TensorSpec], after: list[tf.TensorSpec], before: list[tf.TensorSpec]):
+    def _function(method, before: list[tf.TensorSpec], memory: list[tf.TensorSpec], after: list[tf.TensorSpec]):
         """A tf.function of method(*before, memory, *after), memory being None when the model takes none."""
         if memory:
             return tf.function(method, input_signature=[*before, *memory, *after])

@@ -96,8 +96,8 @@ class FewShotTask(Task):
 
     def test_batches(self, test, config, seed_of):
         shape = self.run.episodes
-        classes, per_class = shape.classes_per_batch + shape.confounding_classes, shape.targets_per_class
-        per_class += shape.memory_per_class
+        classes = shape.classes_per_batch + shape.confounding_classes
+        per_class = shape.targets_per_class + shape.memory_per_class
         if classes > test.num_classes or per_class > test.images_per_class:
             raise UserInputError(
                 f"the training episode shape needs {classes} classes of {per_class} images; the test split has "
