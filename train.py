@@ -52,14 +52,24 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "confounding_classes", EpisodeConfig.confounding_classes, "Extra classes that put images in memory only."
 )
+# Sequences
+flags.DEFINE_integer("sequence_length", EpisodeConfig.sequence_length, "--memory=sequence: images per sequence (T).")
+flags.DEFINE_integer(
+    "sequences_per_batch", EpisodeConfig.sequences_per_batch, "--memory=sequence: sequences per training batch."
+)
+flags.DEFINE_integer(
+    "sequence_classes", EpisodeConfig.sequence_classes, "--memory=sequence: classes per sequence (GMN's C_train)."
+)
+flags.DEFINE_alias("gmn_train_classes", "sequence_classes")
 # Memory
 flags.DEFINE_enum(
     "memory",
     ModelConfig.memory,
-    ["few_shot", "recall", "learned", "none"],
+    ["few_shot", "recall", "learned", "none", "sequence"],
     "few_shot: other images of the targets' classes each step; recall: --memory_size random "
     "training images each step, the targets drawn from them; learned: trainable entries; "
-    "none: batches of images without a memory (--model=vae).",
+    "none: batches of images without a memory (--model=vae); sequence: sequences of images, "
+    "each reading the ones before it (GMN, and both papers' Table 1).",
 )
 flags.DEFINE_integer("memory_size", ModelConfig.memory_size, "|M| of a recall or learned memory.")
 flags.DEFINE_integer(
@@ -73,22 +83,34 @@ flags.DEFINE_integer("batch_size", TrainConfig.batch_size, "Targets per step wit
 flags.DEFINE_string(
     "model",
     ModelConfig.name,
-    "vma; or a baseline with VMA's conv nets: vae (no memory), soft_attention (memory read by attention on z).",
+    "vma; a baseline with VMA's conv nets: vae (no memory), soft_attention (memory read by attention on z); "
+    "or gmn (Generative Matching Networks, --memory=sequence).",
 )
-flags.DEFINE_enum("model_arch", ModelConfig.model_arch, ["conv", "mlp"], "conv nets (paper 4.2) or MLPs (paper 4.1).")
+flags.DEFINE_enum(
+    "model_arch",
+    ModelConfig.model_arch,
+    ["conv", "mlp", "resnet"],
+    "conv nets (VMA paper 4.2), MLPs (4.1) or GMN's residual nets (GMN paper, appendix C; 28x28).",
+)
 flags.DEFINE_list(
     "mlp_units",
     [str(units) for units in ModelConfig.mlp_units],
     "Hidden layers of every MLP of --model_arch=mlp (decoder reversed).",
 )
 flags.DEFINE_integer("latent_dim", ModelConfig.latent_dim, "|z|.")
-flags.DEFINE_integer("embed_dim", ModelConfig.embed_dim, "Dimension of the matching space of q(a|x) and p(a).")
+flags.DEFINE_integer("embed_dim", ModelConfig.embed_dim, "Matching space of q(a|x) and p(a) (GMN: of its attention).")
 flags.DEFINE_integer("conv_channels", ModelConfig.conv_channels, "Feature maps of every conv layer (paper: 48 or 64).")
-flags.DEFINE_integer("hidden_units", ModelConfig.hidden_units, "Hidden units of the MLP heads of q(z|x,m) and p(z|m).")
+flags.DEFINE_integer("hidden_units", ModelConfig.hidden_units, "Hidden units of the MLP heads (GMN: and its controllers' state).")
 flags.DEFINE_enum("prior", ModelConfig.prior, ["learned", "flat"], "p(a): learned query or uniform.")
 flags.DEFINE_bool(
     "tie_embeddings", ModelConfig.tie_embeddings, "One embedding net for memory and query (h_q = h); see README."
 )
+flags.DEFINE_bool(
+    "gmn_pseudo_input", ModelConfig.gmn_pseudo_input, "GMN: a learned pseudo-input (false: the 'conditional' GMN)."
+)
+flags.DEFINE_enum("gmn_attention", ModelConfig.gmn_attention, ["full", "avg"], "GMN: attention, or the mean (avg).")
+flags.DEFINE_integer("gmn_hops", ModelConfig.gmn_hops, "GMN: attention passes of the shared controller.")
+flags.DEFINE_integer("gmn_prior_hops", ModelConfig.gmn_prior_hops, "GMN: attention passes of the prior's controller.")
 # Optimisation
 flags.DEFINE_string("logdir", "runs/vma", "Checkpoints, TensorBoard events, metrics.jsonl, config.json.")
 flags.DEFINE_integer("steps", TrainConfig.steps, "Total number of training steps.")

@@ -31,16 +31,22 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EpisodeConfig:
-    """One training step's batch: targets and a memory of other images of the same classes.
+    """One training step's batch.
 
-    The batch holds classes_per_batch * targets_per_class targets; the memory holds
+    few_shot: targets and a memory of other images of the same classes. The batch holds
+    classes_per_batch * targets_per_class targets; the memory holds
     (classes_per_batch + confounding_classes) * memory_per_class images.
+    sequence: sequences_per_batch sequences of sequence_length images, each from
+    sequence_classes classes (the GMN paper's C_train); x_t reads x_<t.
     """
 
     classes_per_batch: int = 8
     targets_per_class: int = 4
     memory_per_class: int = 4
     confounding_classes: int = 0
+    sequence_length: int = 20
+    sequences_per_batch: int = 20
+    sequence_classes: int = 2
 
     @property
     def batch_size(self) -> int:
@@ -55,11 +61,13 @@ class EpisodeConfig:
 class ModelConfig:
     """The model (a name in `vma_tf.models.REGISTRY`), its nets and where its memory comes from.
 
-    name: "vma" (Variational Memory Addressing), "vae" (no memory) or "soft_attention" (a memory
-      read by attention on z). The baselines share VMA's conv nets: they read model_arch (conv
-      only), image_size, latent_dim, embed_dim (soft_attention), conv_channels, hidden_units,
-      memory and memory_size; the other fields are VMA's.
-    model_arch: "conv" (section 4.2) or "mlp" (section 4.1).
+    name: "vma" (Variational Memory Addressing), "vae" (no memory), "soft_attention" (a memory
+      read by attention on z) or "gmn" (Generative Matching Networks). The baselines share VMA's
+      conv nets: they read model_arch (conv only), image_size, latent_dim, embed_dim
+      (soft_attention), conv_channels, hidden_units, memory and memory_size. GMN reads latent_dim,
+      embed_dim (its matching space), hidden_units (its controllers' state and heads),
+      conv_channels (model_arch conv) and the gmn_ fields. The other fields are VMA's.
+    model_arch: "conv" (VMA paper section 4.2), "mlp" (section 4.1) or "resnet" (GMN's appendix C).
     conv_channels: feature maps of every 3x3 conv layer (the paper: 48 or 64).
     hidden_units: width of the one hidden layer of each conv model's MLP head.
     mlp_units: the hidden layers of every net of the MLP model (the paper: 256, 128).
@@ -69,10 +77,15 @@ class ModelConfig:
     memory: the task, i.e. where the memory comes from: "few_shot" (other images of the
       targets' classes, drawn every step), "recall" (memory_size random training images every
       step; the targets are drawn from them), "learned" (memory_size trainable entries, no
-      weight decay) or "none" (batches of images without a memory).
-    memory_size: |M| of "recall" and "learned".
+      weight decay), "none" (batches of images without a memory) or "sequence" (sequences whose
+      every image reads the ones before it).
+    memory_size: |M| of "recall" and "learned"; "sequence": each x_t of a sequence reads x_<t.
     memory_dim: "learned" only: 0 for entries shaped like images, or the size of vector entries
       (the MLP model only; the paper's MNIST runs: 256).
+    gmn_pseudo_input: GMN reads a learned pseudo-input besides its context (False: the paper's
+      "conditional" GMN, which needs at least one context image).
+    gmn_attention: "full" (attention) or "avg" (the unweighted mean of the prototypes).
+    gmn_hops, gmn_prior_hops: attention passes of the shared controller and of the prior's.
     """
 
     name: str = "vma"
@@ -88,6 +101,10 @@ class ModelConfig:
     memory: str = "few_shot"
     memory_size: int = 256
     memory_dim: int = 0
+    gmn_pseudo_input: bool = True
+    gmn_attention: str = "full"
+    gmn_hops: int = 4
+    gmn_prior_hops: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +160,7 @@ class EvalConfig:
     num_episodes: int = 32
     memory_size: int = 0
     classes: tuple[int, ...] = (1, 2, 4, 16)
-    shots: tuple[int, ...] = (1, 2, 3, 4, 5, 10, 19)
+    shots: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 10, 19)
     num_sequences: int = 100
     sweep_classes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 144)
     sweep_fixed_shots: int = 4

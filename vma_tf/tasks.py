@@ -6,6 +6,7 @@ evaluation modes know neither. `ModelConfig.memory` names the task:
     recall    a memory of random images, the targets drawn from it (paper section 4.1)
     learned   batches of images; the model reads its own trained memory
     none      batches of images without a memory
+    sequence  sequences of images from a few classes; each image reads the ones before it
 
 Every batch is an `Episode` (a learned or absent memory is empty) and a pure function of
 (seed, step), so a resumed run continues the exact sequence of an uninterrupted one.
@@ -63,10 +64,16 @@ class Task:
     def loss(
         self, model: GenerativeModel, batch: Episode, seed: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor, LogWeights]:
-        """(the loss to minimise [], the K-sample bound of each target [B] in nats, the LogWeights)."""
+        """(the loss to minimise [], the K-sample bound of each scored target [B'] in nats, the
+        LogWeights). A target that sees fewer entries than the model needs (x_1 of a sequence, for
+        a model without a pseudo-input) is not scored."""
         train = self.run.train
+        targets, visible = batch.targets, batch.visible
+        if visible is not None and model.min_context_size:
+            scored = tf.reduce_sum(tf.cast(visible, tf.int32), axis=1) >= model.min_context_size
+            targets, visible = tf.boolean_mask(targets, scored), tf.boolean_mask(visible, scored)
         record = model.log_weights_in_context(
-            batch.targets, context_for(model, batch.memory), train.num_samples, seed
+            targets, context_for(model, batch.memory), train.num_samples, seed, visible
         )
         loss, bound = objectives.bound_loss(record, train.vimco_baseline)
         return loss, bound, record
@@ -110,6 +117,60 @@ class FewShotTask(Task):
             + (f" + {shape.confounding_classes} confounding classes" if shape.confounding_classes else "")
         )
         return batches, description
+
+
+class SequenceTask(Task):
+    """Sequences of `sequence_length` images from `sequence_classes` classes each (Bartunov & Vetrov
+    2017, section 3): every image x_t is a target that reads x_<t, all T of a sequence in one pass
+    through a causal mask. The model maximises sum_t log p(x_t | x_<t)."""
+
+    @property
+    def grid_columns(self) -> tuple[int, int]:
+        return self.run.episodes.sequence_length, self.run.episodes.sequence_length
+
+    def validate(self) -> None:
+        shape = self.run.episodes
+        if self.run.data.dataset != "omniglot":
+            raise UserInputError("--memory=sequence needs labelled classes: use --dataset=omniglot")
+        if min(shape.sequence_length, shape.sequences_per_batch, shape.sequence_classes) < 1:
+            raise UserInputError("--sequence_length, --sequences_per_batch and --sequence_classes must be at least 1")
+        if shape.sequence_length < 2:
+            raise UserInputError("--sequence_length must be at least 2: x_1 has nothing to read")
+
+    def _check(self, characters: CharacterSet, split: str) -> None:
+        shape = self.run.episodes
+        if shape.sequence_classes > characters.num_classes or shape.sequence_length > characters.images_per_class:
+            raise UserInputError(
+                f"a sequence of {shape.sequence_length} images from {shape.sequence_classes} classes needs that many "
+                f"classes and drawings per class; the {split} split has {characters.num_classes} classes of "
+                f"{characters.images_per_class}"
+            )
+
+    def training_data(self) -> tuple[int, Callable[[int], tf.data.Dataset]]:
+        characters = omniglot.load_splits(self.run.data)["train"]
+        self._check(characters, "training")
+        seed = self.run.train.seed
+        return characters.image_size, lambda start: episodes.sequence_dataset(
+            characters, self.run.episodes, seed, start_step=start
+        )
+
+    def test_batches(self, test, config, seed_of):
+        # Every model scores the same targets: x_2..x_T (n >= 1 conditioning images); the n = 0
+        # column is `conditional`'s.
+        self._check(test, "test")
+        shape = self.run.episodes
+        images = tf.constant(test.images)
+        batches = [
+            episodes.sample_sequence_episode(
+                images, shape.sequences_per_batch, shape.sequence_classes, shape.sequence_length, seed_of(index),
+                first_target=1,
+            )
+            for index in range(config.num_episodes)
+        ]
+        return batches, (
+            f"the earlier images of sequences of {shape.sequence_length} from {shape.sequence_classes} classes "
+            "(targets: the 2nd to the last)"
+        )
 
 
 class RecallTask(Task):
@@ -168,6 +229,7 @@ TASKS: dict[str, type[Task]] = {
     "recall": RecallTask,
     "learned": ImageBatchTask,
     "none": ImageBatchTask,
+    "sequence": SequenceTask,
 }
 
 

@@ -19,7 +19,7 @@ import time
 import keras
 import tensorflow as tf
 
-from vma_tf import checkpoints, export, objectives, tasks
+from vma_tf import checkpoints, export, nets, objectives, tasks
 from vma_tf.config import RunConfig
 from vma_tf.data.episodes import Episode
 from vma_tf.errors import RunDivergedError, RunInterruptedError, UserInputError, require_positive
@@ -85,6 +85,13 @@ def _validate_model(config: RunConfig) -> None:
     if model.memory_dim and model.tie_embeddings:
         raise UserInputError("vector memory entries (--memory_dim) need --tie_embeddings=false: h(m) and h_q(x) "
                              "read different inputs")
+    if model.model_arch == "resnet" and config.data.image_size != nets.GMN_IMAGE_SIZE:
+        raise UserInputError(
+            f"--model_arch=resnet (GMN's nets) takes {nets.GMN_IMAGE_SIZE}x{nets.GMN_IMAGE_SIZE} images: "
+            f"pass --image_size={nets.GMN_IMAGE_SIZE}, got {config.data.image_size}"
+        )
+    if model.gmn_hops < 1 or model.gmn_prior_hops < 1:
+        raise UserInputError("--gmn_hops and --gmn_prior_hops must be at least 1")
     if not model.mlp_units or min(model.mlp_units) < 1:
         raise UserInputError(f"--mlp_units must be a list of positive integers, got {list(model.mlp_units)}")
 

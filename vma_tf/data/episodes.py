@@ -18,12 +18,14 @@ from vma_tf.errors import UserInputError
 
 class Episode(NamedTuple):
     """targets: float32 [B, H, W, 1] in {0, 1}; target_labels: int32 [B] class indices.
-    memory: float32 [M, H, W, 1]; memory_labels: int32 [M]."""
+    memory: float32 [M, H, W, 1]; memory_labels: int32 [M]. visible: bool [B, M], which entries
+    each target may read, or None: every target reads every entry."""
 
     targets: tf.Tensor
     target_labels: tf.Tensor
     memory: tf.Tensor
     memory_labels: tf.Tensor
+    visible: tf.Tensor | None = None
 
 
 def validate(characters: CharacterSet, config: EpisodeConfig) -> None:
@@ -103,6 +105,58 @@ def sample_sequence(images: tf.Tensor, num_classes: int, length: int, seed: tf.T
     labels = tf.gather(classes, slot_classes)
     chosen = tf.gather_nd(images, tf.stack([labels, drawings], axis=-1))
     return tf.cast(chosen, tf.float32)[..., tf.newaxis], labels
+
+
+def causal_visibility(num_sequences: int, length: int, first_target: int = 0) -> tf.Tensor:
+    """Which images of num_sequences flattened sequences of `length` each target may read: bool
+    [num_sequences * (length - first_target), num_sequences * length], true where the entry is an
+    earlier image of the target's own sequence. Targets are the positions t >= first_target."""
+    entry = tf.range(num_sequences * length)
+    entry_sequence, entry_position = entry // length, entry % length
+    target = tf.reshape(entry, [num_sequences, length])[:, first_target:]
+    target = tf.reshape(target, [-1])
+    target_sequence, target_position = target // length, target % length
+    same_sequence = tf.equal(target_sequence[:, tf.newaxis], entry_sequence[tf.newaxis, :])
+    return tf.logical_and(same_sequence, entry_position[tf.newaxis, :] < target_position[:, tf.newaxis])
+
+
+def sample_sequence_episode(
+    images: tf.Tensor, num_sequences: int, num_classes: int, length: int, seed: tf.Tensor, first_target: int = 0
+) -> Episode:
+    """num_sequences sequences (`sample_sequence`) as one Episode: the memory is every image of every
+    sequence [S * T, H, W, 1], the targets are the positions t >= first_target
+    [S * (T - first_target), H, W, 1], and each target reads the earlier images of its sequence."""
+    seeds = tf.random.experimental.stateless_split(seed, num_sequences)
+    sequences, labels = tf.map_fn(
+        lambda one_seed: sample_sequence(images, num_classes, length, one_seed),
+        seeds,
+        fn_output_signature=(tf.float32, tf.int32),
+    )  # [S, T, H, W, 1], [S, T]
+    image_shape = sequences.shape[2:]
+    return Episode(
+        targets=tf.reshape(sequences[:, first_target:], [-1, *image_shape]),
+        target_labels=tf.reshape(labels[:, first_target:], [-1]),
+        memory=tf.reshape(sequences, [-1, *image_shape]),
+        memory_labels=tf.reshape(labels, [-1]),
+        visible=causal_visibility(num_sequences, length, first_target),
+    )
+
+
+def sequence_dataset(characters: CharacterSet, config: EpisodeConfig, seed: int, start_step: int = 0) -> tf.data.Dataset:
+    """An endless dataset of sequence Episodes; element i is the batch of training step start_step + i."""
+    images = tf.constant(characters.images)
+
+    def episode_at(step: tf.Tensor) -> Episode:
+        return sample_sequence_episode(
+            images, config.sequences_per_batch, config.sequence_classes, config.sequence_length,
+            tf.stack([tf.constant(seed, tf.int64), step]),
+        )
+
+    return (
+        tf.data.Dataset.counter(start=start_step)
+        .map(episode_at, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def episode_dataset(

@@ -22,6 +22,7 @@ from vma_tf.models.base import (
     read_weights,
 )
 from vma_tf.models.conv import ConvVMA
+from vma_tf.models.gmn import conv_gmn, residual_gmn
 from vma_tf.models.mlp import MlpVMA
 from vma_tf.models.soft_attention import SoftAttentionVAE
 from vma_tf.models.vae import ConvVAE
@@ -55,9 +56,12 @@ class ModelEntry:
 
 
 REGISTRY: dict[str, ModelEntry] = {
-    "vma": ModelEntry({"conv": ConvVMA, "mlp": MlpVMA}, ("few_shot", "recall", "learned"), min_num_samples=2),
-    "vae": ModelEntry({"conv": ConvVAE}, ("few_shot", "none"), min_num_samples=1),
-    "soft_attention": ModelEntry({"conv": SoftAttentionVAE}, ("few_shot", "recall"), min_num_samples=1),
+    "vma": ModelEntry(
+        {"conv": ConvVMA, "mlp": MlpVMA}, ("few_shot", "recall", "learned", "sequence"), min_num_samples=2
+    ),
+    "vae": ModelEntry({"conv": ConvVAE}, ("few_shot", "none", "sequence"), min_num_samples=1),
+    "soft_attention": ModelEntry({"conv": SoftAttentionVAE}, ("few_shot", "recall", "sequence"), min_num_samples=1),
+    "gmn": ModelEntry({"resnet": residual_gmn, "conv": conv_gmn}, ("sequence",), min_num_samples=1),
 }
 
 

@@ -4,10 +4,13 @@ Every model is a latent-variable model of an image x, possibly given a context C
 images that the caller supplies):
 
     encode_context(C) -> encoded          (None when the model reads no context)
-    log_weights(x, encoded, K, seed)     -> LogWeights: K importance samples per target
+    log_weights(x, encoded, K, seed, visible=None)
+                                         -> LogWeights: K importance samples per target
     sample(encoded, N, seed)             -> {"images": [N, H, W, 1], ...}
 
-and the objective follows from the record alone: VIMCO when it has a score term (latents
+`visible` (bool [B, M], None: all) says which context entries each target may read: a sequence
+x_1..x_T scores every x_t given x_<t in one call, with the sequence as the context and a causal
+mask. The objective follows from the record alone: VIMCO when it has a score term (latents
 sampled without reparameterisation), the plain K-sample bound otherwise.
 
 Capabilities beyond that are mixins that consumers test for, never model names:
@@ -42,7 +45,8 @@ class LogWeights(NamedTuple):
       reports average (kl_z, kl_a, entropy_a, ...); exact per-target values are broadcast over K.
       The names are the model's DIAGNOSTICS.
     reads: which memory entries each sample read: int32 addresses [K, B] (a hard read), float32
-      weights [K, B, M] summing to one over M (a soft read), or None without a memory.
+      weights [K, B, M] (a soft read; they sum to one over M, or less when the model also reads a
+      pseudo-input of its own), or None without a memory.
     likelihood: p(x | latents, C), batch [K, B], event [H, W, 1].
     """
 
@@ -67,21 +71,41 @@ class GenerativeModel(keras.Model):
         """Whether encode_context takes a context from the caller (otherwise it takes None)."""
         raise NotImplementedError
 
+    @property
+    def min_context_size(self) -> int:
+        """The fewest context entries a target must see: 1 for a model that reads its context and
+        has nothing else to read (a read from an empty set is undefined), else 0."""
+        return 1 if self.reads_context else 0
+
     def encode_context(self, context: tf.Tensor | None) -> Any:
         """Everything the model needs of a context [M, H, W, 1] (None: the model reads none), computed
         once so that many targets, chunks of samples and draws can share it."""
         raise NotImplementedError
 
-    def log_weights(self, x: tf.Tensor, encoded: Any, num_samples: int | tf.Tensor, seed: tf.Tensor) -> LogWeights:
-        """K = num_samples importance samples for targets x [B, H, W, 1]; seed int32 [2] (stateless)."""
+    def log_weights(
+        self,
+        x: tf.Tensor,
+        encoded: Any,
+        num_samples: int | tf.Tensor,
+        seed: tf.Tensor,
+        visible: tf.Tensor | None = None,
+    ) -> LogWeights:
+        """K = num_samples importance samples for targets x [B, H, W, 1]; seed int32 [2] (stateless);
+        visible bool [B, M] or None (every target reads every entry). A model without a context
+        ignores `visible`."""
         raise NotImplementedError
 
     def log_weights_in_context(
-        self, x: tf.Tensor, context: tf.Tensor | None, num_samples: int, seed: tf.Tensor
+        self,
+        x: tf.Tensor,
+        context: tf.Tensor | None,
+        num_samples: int,
+        seed: tf.Tensor,
+        visible: tf.Tensor | None = None,
     ) -> LogWeights:
         """`log_weights` given the raw context: the training path, which a model may override to
         share work between targets and context."""
-        return self.log_weights(x, self.encode_context(context), num_samples, seed)
+        return self.log_weights(x, self.encode_context(context), num_samples, seed, visible)
 
     def sample(self, encoded: Any, num_samples: int | tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         """Draws from p(x | C): {"images": Bernoulli means float32 [N, H, W, 1]} plus what the model
@@ -143,6 +167,19 @@ def read_weights(reads: tf.Tensor, memory_size: int | tf.Tensor) -> tf.Tensor:
     if reads.dtype.is_integer:
         return tf.one_hot(reads, memory_size, dtype=tf.float32)
     return reads
+
+
+# What a masked-out logit becomes: finite, so that a target seeing no entry (whose bound the caller
+# discards) yields finite values and gradients rather than NaN.
+_MASKED_LOGIT = -1e9
+
+
+def masked_logits(logits: tf.Tensor, visible: tf.Tensor | None) -> tf.Tensor:
+    """logits [..., B, M] with the entries that visible bool [B, M] hides (None: none) pushed to a
+    finite -1e9, so a softmax gives them zero weight."""
+    if visible is None:
+        return logits
+    return tf.where(visible, logits, tf.constant(_MASKED_LOGIT, logits.dtype))
 
 
 def broadcast_to_samples(per_target: tf.Tensor, like: tf.Tensor) -> tf.Tensor:

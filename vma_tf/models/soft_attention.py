@@ -22,7 +22,7 @@ import tensorflow_probability as tfp
 
 from vma_tf import addressing, nets
 from vma_tf.config import ModelConfig
-from vma_tf.models.base import AttendingMemory, LogWeights
+from vma_tf.models.base import AttendingMemory, LogWeights, masked_logits
 from vma_tf.models.vae import ConvVAE
 
 tfd = tfp.distributions
@@ -63,14 +63,19 @@ class SoftAttentionVAE(ConvVAE, AttendingMemory):
             code=tf.cast(self.memory_code(self.flatten(levels[-1])), tf.float32),
         )
 
-    def attention_weights(self, z: tf.Tensor, encoded: AttendedMemoryEncoding) -> tf.Tensor:
-        """softmax_a S(h(m_a), f(z)) for z [..., Z]: float32 [..., M]."""
+    def attention_weights(
+        self, z: tf.Tensor, encoded: AttendedMemoryEncoding, visible: tf.Tensor | None = None
+    ) -> tf.Tensor:
+        """softmax_a S(h(m_a), f(z)) for z [..., B, Z] over the entries visible bool [B, M] shows
+        (None: all): float32 [..., B, M]."""
         queries = tf.cast(self.latent_query(z), tf.float32)
-        return tf.nn.softmax(addressing.similarity(encoded.embeddings, queries), axis=-1)
+        return tf.nn.softmax(masked_logits(addressing.similarity(encoded.embeddings, queries), visible), axis=-1)
 
-    def likelihood(self, z: tf.Tensor, encoded: AttendedMemoryEncoding) -> tuple[tfd.Independent, tf.Tensor]:
+    def likelihood(
+        self, z: tf.Tensor, encoded: AttendedMemoryEncoding, visible: tf.Tensor | None = None
+    ) -> tuple[tfd.Independent, tf.Tensor]:
         """(p(x | z, r(z)) for z [..., Z]: batch [...], event [S, S, 1]; the attention weights [..., M])."""
-        weights = self.attention_weights(z, encoded)
+        weights = self.attention_weights(z, encoded, visible)
         flat_weights = nets.flatten_leading(weights, 1)  # [N, M]
 
         def read(entries: tf.Tensor) -> tf.Tensor:
@@ -80,8 +85,8 @@ class SoftAttentionVAE(ConvVAE, AttendingMemory):
         logits = self.decoder(code, [read(level) for level in encoded.levels], read(encoded.logits))
         return nets.bernoulli_image(nets.unflatten_samples(logits, tf.shape(z)[:-1])), weights
 
-    def log_weights(self, x, encoded, num_samples, seed) -> LogWeights:
-        record = super().log_weights(x, encoded, num_samples, seed)
+    def log_weights(self, x, encoded, num_samples, seed, visible=None) -> LogWeights:
+        record = super().log_weights(x, encoded, num_samples, seed, visible)
         weights = record.reads
         entropy = -tf.reduce_sum(weights * tf.math.log(weights + 1e-30), axis=-1)
         return record._replace(diagnostics={**record.diagnostics, "entropy_attention": entropy})

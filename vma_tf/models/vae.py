@@ -50,15 +50,17 @@ class ConvVAE(GenerativeModel):
         """p(z) = N(0, I): batch [], event [Z]."""
         return tfd.MultivariateNormalDiag(loc=tf.zeros([self.model_config.latent_dim]))
 
-    def likelihood(self, z: tf.Tensor, encoded: Any) -> tuple[tfd.Independent, tf.Tensor | None]:
+    def likelihood(
+        self, z: tf.Tensor, encoded: Any, visible: tf.Tensor | None = None
+    ) -> tuple[tfd.Independent, tf.Tensor | None]:
         """(p(x | z) for z [..., Z]: batch [...], event [S, S, 1]; the reads, None here)."""
         logits = self.decoder(nets.flatten_leading(z, 1))
         return nets.bernoulli_image(nets.unflatten_samples(logits, tf.shape(z)[:-1])), None
 
-    def log_weights(self, x: tf.Tensor, encoded: Any, num_samples: int | tf.Tensor, seed: tf.Tensor) -> LogWeights:
+    def log_weights(self, x, encoded, num_samples, seed, visible=None) -> LogWeights:
         q_z, p_z = self.z_posterior(x), self.z_prior()
         z = q_z.sample(num_samples, seed=seed)  # [K, B, Z], reparameterised
-        likelihood, reads = self.likelihood(z, encoded)
+        likelihood, reads = self.likelihood(z, encoded, visible)
         log_likelihood = likelihood.log_prob(x)
         log_weights = log_likelihood + p_z.log_prob(z) - q_z.log_prob(z)
         return LogWeights(

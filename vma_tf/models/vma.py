@@ -128,16 +128,14 @@ class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
     def address_posterior(self, x: tf.Tensor, encoded: Any) -> tfd.Categorical:
         return addressing.address_posterior(encoded.embeddings, self.target_features(x)[1])
 
-    def log_weights_in_context(
-        self, x: tf.Tensor, context: tf.Tensor | None, num_samples: int, seed: tf.Tensor
-    ) -> LogWeights:
+    def log_weights_in_context(self, x, context, num_samples, seed, visible=None) -> LogWeights:
         """The training path: the nets run once over targets and memory together."""
         x_features, query_embeddings, encoded = self.features(x, self.memory_or_learned(context))
-        return self._log_weights(x, x_features, query_embeddings, encoded, num_samples, seed)
+        return self._log_weights(x, x_features, query_embeddings, encoded, num_samples, seed, visible)
 
-    def log_weights(self, x: tf.Tensor, encoded: Any, num_samples: int | tf.Tensor, seed: tf.Tensor) -> LogWeights:
+    def log_weights(self, x, encoded, num_samples, seed, visible=None) -> LogWeights:
         x_features, query_embeddings = self.target_features(x)
-        return self._log_weights(x, x_features, query_embeddings, encoded, num_samples, seed)
+        return self._log_weights(x, x_features, query_embeddings, encoded, num_samples, seed, visible)
 
     def _log_weights(
         self,
@@ -147,10 +145,11 @@ class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
         encoded: Any,
         num_samples: int | tf.Tensor,
         seed: tf.Tensor,
+        visible: tf.Tensor | None,
     ) -> LogWeights:
         address_seed, z_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        q_a = addressing.address_posterior(encoded.embeddings, query_embeddings)
-        p_a = self.address_prior(encoded)
+        q_a = addressing.address_posterior(encoded.embeddings, query_embeddings, visible)
+        p_a = addressing.address_prior(encoded.embeddings, self.prior_query, visible)
         addresses = tf.cast(q_a.sample(num_samples, seed=address_seed), tf.int32)  # [K, B]
 
         entries = self.read(encoded, addresses)

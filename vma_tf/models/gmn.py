@@ -1,0 +1,248 @@
+"""Generative Matching Networks (Bartunov & Vetrov 2017): a conditional VAE of a set X,
+
+    p(x | X) = ∫ p(z | X) p(x | z, X) dz,   q(z | x, X),
+
+whose generator and recognition model read X by attention (section 2) through the *full
+matching* procedure of appendix B: a recurrent controller takes `hops` attention passes over X,
+
+    a_k(t) = softmax_t <f(u, h_k), g(x_t)>,  r_k = sum_t a_k(t) psi(x_t),  h_{k+1} = GRU(h_k, r_k),
+
+where u is z (generator) or psi(x) (recognition), which share one controller; the data-dependent
+prior p(z | X) has its own controller, whose query depends on its state alone. The decoder reads
+[z, r_K, h_K+1]. By default X holds a learned pseudo-input x* besides the caller's entries (its
+psi and g are learned vectors), so p(x) with an empty X is defined; without it the model is the
+paper's "conditional" variant. With attention="avg" every read is the unweighted mean of the
+prototypes (the paper's `avg` rows).
+
+Choices the paper leaves open, taken from the authors' code: one feature encoder psi serves the
+prototypes, the keys (g = an affine map of psi and a PReLU) and the recognition query; the
+controller's initial state and the pseudo-input are learned vectors.
+
+A context is encoded once per entry (psi and both controllers' keys); `visible` [B, M] masks it
+per target, which is how all T conditionals of a sequence are computed in one pass.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from vma_tf import nets
+from vma_tf.config import ModelConfig
+from vma_tf.models.base import AttendingMemory, GenerativeModel, LogWeights, broadcast_to_samples, masked_logits
+
+tfd = tfp.distributions
+
+GMN_ATTENTIONS = ("full", "avg")
+# The size of a prototype psi(x): the residual encoder's 3 x 3 x 32; the conv variant projects to it.
+PROTOTYPE_DIM = 288
+
+
+class MatchingContext(NamedTuple):
+    """A context of M entries, plus the pseudo-input first (M' = M + 1) when the model has one.
+
+    prototypes [M', F]: psi of each entry. keys [M', D], prior_keys [M', D]: g of each entry for
+    the shared controller and for the prior's.
+    """
+
+    prototypes: tf.Tensor
+    keys: tf.Tensor
+    prior_keys: tf.Tensor
+
+
+class MatchingController(keras.layers.Layer):
+    """A recurrent controller taking `hops` attention passes over a context (appendix B, eq. 3-4)."""
+
+    def __init__(self, state_units: int, match_dim: int, hops: int, attention: str, **kwargs):
+        super().__init__(**kwargs)
+        self.hops = hops
+        self.attention = attention
+        self.cell = keras.layers.GRUCell(state_units)
+        self.key = nets.DensePReLU(match_dim)
+        self.initial_state = self.add_weight(
+            shape=(state_units,), initializer=keras.initializers.RandomUniform(-0.01, 0.01), name="initial_state"
+        )
+
+    def keys(self, prototypes: tf.Tensor) -> tf.Tensor:
+        """g of each entry: prototypes [M, F] -> keys float32 [M, D]."""
+        return tf.cast(self.key(prototypes), tf.float32)
+
+    def read(
+        self,
+        query: keras.layers.Layer,
+        inputs: tf.Tensor,
+        keys: tf.Tensor,
+        prototypes: tf.Tensor,
+        visible: tf.Tensor | None,
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The full matching procedure for queries built from inputs [..., B, Q] (Q may be 0) and
+        the state; keys [M', D], prototypes [M', F], visible bool [B, M'] or None.
+
+        Returns (the last read r_K [..., B, F], the state h_K+1 [..., B, H], the last attention
+        weights [..., B, M'])."""
+        leading = tf.shape(inputs)[:-1]
+        state = tf.broadcast_to(self.initial_state, tf.concat([leading, tf.shape(self.initial_state)], 0))
+        for _ in range(self.hops):
+            if self.attention == "avg":
+                logits = tf.zeros(tf.concat([leading, tf.shape(keys)[:1]], 0))
+            else:
+                queries = tf.cast(query(tf.concat([inputs, state], axis=-1)), tf.float32)
+                logits = nets.matmul_leading(queries, keys, transpose_matrix=True)
+            weights = tf.nn.softmax(masked_logits(logits, visible), axis=-1)
+            read = nets.matmul_leading(weights, prototypes)
+            flat_state, _ = self.cell(nets.flatten_leading(read, 1), [nets.flatten_leading(state, 1)])
+            state = nets.unflatten_samples(flat_state, leading)
+        return read, state, weights
+
+
+class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
+    """GMN with a feature encoder psi (images [N, S, S, 1] -> [N, F]) and a decoder (codes [N, D] ->
+    logits [N, S, S, 1]) given by the architecture."""
+
+    DIAGNOSTICS = ("kl_z", "entropy_attention")
+
+    def __init__(self, config: ModelConfig, encoder: keras.layers.Layer, decoder: keras.layers.Layer, **kwargs):
+        super().__init__(name="gmn", **kwargs)
+        if config.gmn_attention not in GMN_ATTENTIONS:
+            raise ValueError(f"gmn_attention must be one of {GMN_ATTENTIONS}, got {config.gmn_attention!r}")
+        self.model_config = config
+        self.encoder = encoder
+        self.decoder = decoder
+        units, match_dim = config.hidden_units, config.embed_dim
+        self.controller = MatchingController(
+            units, match_dim, config.gmn_hops, config.gmn_attention, name="controller"
+        )
+        self.prior_controller = MatchingController(
+            units, match_dim, config.gmn_prior_hops, config.gmn_attention, name="prior_controller"
+        )
+        self.recognition_query = nets.DensePReLU(match_dim)
+        self.generator_query = nets.DensePReLU(match_dim)
+        self.prior_query = nets.DensePReLU(match_dim)
+        self.posterior_z = nets.GaussianHead(units, config.latent_dim, name="posterior_z")
+        self.prior_z = nets.GaussianHead(units, config.latent_dim, name="prior_z")
+        self.pseudo_input = None
+        if config.gmn_pseudo_input:
+            self.pseudo_input = self.add_weight(
+                shape=(1, PROTOTYPE_DIM), initializer=keras.initializers.RandomUniform(-0.01, 0.01), name="pseudo_input"
+            )
+
+    @property
+    def reads_context(self) -> bool:
+        return True
+
+    @property
+    def min_context_size(self) -> int:
+        return 0 if self.pseudo_input is not None else 1
+
+    def encode_context(self, context: tf.Tensor | None) -> MatchingContext:
+        """Encodes a context [M, S, S, 1]; M may be 0 when the model has a pseudo-input."""
+        if context is None:
+            raise ValueError("gmn reads a context: pass one (it may be empty, [0, S, S, 1])")
+        # TensorFlow's CPU convolutions mis-shape an empty batch ([0, 28, 28, C] out of a strided
+        # conv), so an empty context is encoded with one blank image, which is then dropped.
+        blank = tf.zeros([1, *context.shape[1:]], context.dtype)
+        prototypes = tf.cast(self.encoder(tf.concat([context, blank], axis=0)), tf.float32)[:-1]
+        if self.pseudo_input is None:
+            tf.debugging.assert_positive(
+                tf.shape(context)[0], message="a conditional GMN (no pseudo-input) needs at least one context image"
+            )
+        else:
+            prototypes = tf.concat([tf.cast(self.pseudo_input, tf.float32), prototypes], axis=0)
+        return MatchingContext(
+            prototypes=prototypes,
+            keys=self.controller.keys(prototypes),
+            prior_keys=self.prior_controller.keys(prototypes),
+        )
+
+    def _visible(self, visible: tf.Tensor | None) -> tf.Tensor | None:
+        """visible [B, M] over the caller's entries -> [B, M'] over the encoded ones (the pseudo-input
+        is visible to every target)."""
+        if visible is None or self.pseudo_input is None:
+            return visible
+        return tf.concat([tf.ones_like(visible[:, :1]), visible], axis=1)
+
+    def _context_weights(self, weights: tf.Tensor) -> tf.Tensor:
+        """Attention weights [..., M'] -> the caller's entries' share [..., M]."""
+        return weights if self.pseudo_input is None else weights[..., 1:]
+
+    def z_prior(self, encoded: MatchingContext, visible: tf.Tensor | None, batch: tf.Tensor) -> tfd.MultivariateNormalDiag:
+        """p(z | X): batch [B], event [Z], for `batch` = B targets (visible [B, M'] or None)."""
+        no_inputs = tf.zeros([batch, 0])
+        read, state, _ = self.prior_controller.read(
+            self.prior_query, no_inputs, encoded.prior_keys, encoded.prototypes, visible
+        )
+        return nets.diag_gaussian(self.prior_z(tf.concat([read, state], axis=-1)))
+
+    def z_posterior(
+        self, x_features: tf.Tensor, encoded: MatchingContext, visible: tf.Tensor | None
+    ) -> tfd.MultivariateNormalDiag:
+        """q(z | x, X) for target features [B, F]: batch [B], event [Z]."""
+        read, state, _ = self.controller.read(
+            self.recognition_query, x_features, encoded.keys, encoded.prototypes, visible
+        )
+        return nets.diag_gaussian(self.posterior_z(tf.concat([x_features, read, state], axis=-1)))
+
+    def likelihood(
+        self, z: tf.Tensor, encoded: MatchingContext, visible: tf.Tensor | None
+    ) -> tuple[tfd.Independent, tf.Tensor]:
+        """(p(x | z, X) for z [..., B, Z]: batch [..., B], event [S, S, 1]; the generator's last
+        attention weights [..., B, M'])."""
+        read, state, weights = self.controller.read(
+            self.generator_query, z, encoded.keys, encoded.prototypes, visible
+        )
+        code = nets.flatten_leading(tf.concat([z, read, state], axis=-1), 1)
+        logits = self.decoder(code)
+        return nets.bernoulli_image(nets.unflatten_samples(logits, tf.shape(z)[:-1])), weights
+
+    def log_weights(self, x, encoded, num_samples, seed, visible=None) -> LogWeights:
+        visible = self._visible(visible)
+        x_features = tf.cast(self.encoder(x), tf.float32)
+        q_z = self.z_posterior(x_features, encoded, visible)
+        p_z = self.z_prior(encoded, visible, tf.shape(x)[0])
+        z = q_z.sample(num_samples, seed=seed)  # [K, B, Z], reparameterised
+        likelihood, weights = self.likelihood(z, encoded, visible)
+        log_likelihood = likelihood.log_prob(x)
+        log_weights = log_likelihood + p_z.log_prob(z) - q_z.log_prob(z)
+        entropy = -tf.reduce_sum(weights * tf.math.log(weights + 1e-30), axis=-1)
+        return LogWeights(
+            log_weights=log_weights,
+            log_likelihood=log_likelihood,
+            score_log_prob=None,
+            diagnostics={
+                "kl_z": broadcast_to_samples(tfd.kl_divergence(q_z, p_z), log_weights),
+                "entropy_attention": entropy,
+            },
+            reads=self._context_weights(weights),
+            likelihood=likelihood,
+        )
+
+    def sample(self, encoded, num_samples, seed) -> dict[str, tf.Tensor]:
+        """Draws from p(x | X): {"images": float32 [N, S, S, 1]}."""
+        z = self.z_prior(encoded, None, 1).sample(num_samples, seed=seed)[:, 0]  # [N, Z]
+        return {"images": self.likelihood(z, encoded, None)[0].mean()}
+
+    def attention(self, x, encoded) -> tf.Tensor:
+        """The generator's last attention weights at the mean of q(z | x, X), over the caller's
+        entries: [B, M] (rows sum to one less the pseudo-input's share)."""
+        x_features = tf.cast(self.encoder(x), tf.float32)
+        z = self.z_posterior(x_features, encoded, None).mean()
+        return self._context_weights(self.likelihood(z, encoded, None)[1])
+
+
+def residual_gmn(config: ModelConfig) -> GenerativeMatchingNetwork:
+    """GMN with the residual nets of appendix C (28x28 images, 288-d prototypes)."""
+    if config.image_size != nets.GMN_IMAGE_SIZE:
+        raise ValueError(f"the residual GMN nets take {nets.GMN_IMAGE_SIZE}x{nets.GMN_IMAGE_SIZE} images")
+    return GenerativeMatchingNetwork(config, nets.ResidualEncoder(name="encoder"), nets.ResidualDecoder(name="decoder"))
+
+
+def conv_gmn(config: ModelConfig) -> GenerativeMatchingNetwork:
+    """GMN with VMA's conv pyramid as psi (projected to 288-d) and VMA's upscaler as the decoder."""
+    return GenerativeMatchingNetwork(
+        config,
+        nets.Embedder(config.conv_channels, PROTOTYPE_DIM, name="encoder"),
+        nets.Upscaler(config.conv_channels, config.image_size, memory_inputs=False, name="decoder"),
+    )
