@@ -2,14 +2,16 @@
 
 Signatures are chosen by what the model can do (names and argument names are the contract; any
 batch and memory size). `memory` float32[M,H,W,1] is an input of each signature of a model that
-reads a memory, and absent for one that does not (a VAE, or VMA with a learned memory).
+reads a memory, and absent for one that does not (a VAE, or VMA with a learned memory). For GMN
+the memory is the conditioning set X; it may be empty ([0,H,W,1]) when the model has a
+pseudo-input, and a conditional GMN refuses an empty one with InvalidArgumentError.
     sample([memory,] num_samples int32[], seed int32[])
         -> images float32[num_samples,H,W,1] (Bernoulli means); an addressed model (VMA) also
            returns addresses int32[num_samples], the memory entry of each sample
     log_likelihood(x float32[B,H,W,1], [memory,] num_samples int32[])
         -> nll_nats float32[B]: minus the K-sample bound, drawn with the fixed seed LOG_LIKELIHOOD_SEED
     address_posterior(x, [memory]) -> probs float32[B,M]      (addressed models: q(a|x))
-    attention(x, memory) -> weights float32[B,M]               (soft attention, at the mean of q(z|x))
+    attention(x, memory) -> weights float32[B,M]               (soft attention and GMN, at the mean of q(z|x))
     serving_default = sample
 Images are in [0, 1] with ink = 1, H = W = the model's image size.
 """

@@ -200,7 +200,7 @@ class Trainer:
         seed = seed_for(self.config.train.seed, step, _SUMMARY_STREAM)
         target_columns, memory_columns = self.task.grid_columns
         encoded = model.encode_context(context_for(model, batch.memory))
-        record = model.log_weights(batch.targets, encoded, 1, seed)
+        record = model.log_weights(batch.targets, encoded, 1, seed, batch.visible)
         tf.summary.image("images/targets", image_grid(batch.targets, target_columns), step=step)
         tf.summary.image("images/reconstructions", image_grid(record.likelihood.mean()[0], target_columns), step=step)
         memory = batch.memory if model.reads_context else model.learned_memory
@@ -210,7 +210,7 @@ class Trainer:
             tf.summary.image("images/memory", image_grid(shown, memory_columns), step=step)
         samples = model.sample(encoded, _MAX_SHOWN, seed)["images"]
         tf.summary.image("images/samples", image_grid(samples, memory_columns), step=step)
-        if isinstance(model, MemoryReader):
+        if isinstance(model, MemoryReader) and batch.visible is None:  # entry_posterior reads every entry
             probs = model.entry_posterior(batch.targets, encoded)
             tf.summary.histogram("addressing/entry_posterior", probs, step=step)
             tf.summary.histogram("addressing/entry_posterior_max", tf.reduce_max(probs, axis=-1), step=step)

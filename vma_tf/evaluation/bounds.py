@@ -45,8 +45,10 @@ def streamed_sums(
     num_samples: tf.Tensor | int,
     pairs_per_call: int,
     seed: tf.Tensor,
+    visible: tf.Tensor | None = None,
 ) -> dict[str, tf.Tensor]:
-    """Draws K = num_samples samples for targets x [B, H, W, 1] in chunks, inside the graph.
+    """Draws K = num_samples samples for targets x [B, H, W, 1] (reading the entries visible bool
+    [B, M] shows, None: all) in chunks, inside the graph.
 
     Chunks hold max(1, pairs_per_call // B) samples (the last one the rest); chunk i draws with
     fold_in(seed, i). Returns float32 [B] tensors: log_sum_w = log sum_k w_k, sum_log_w (the sum
@@ -61,7 +63,7 @@ def streamed_sums(
 
     def add_chunk(index, log_sum_w, sum_log_w, sum_log_likelihood, *sum_diagnostics):
         size = tf.minimum(chunk, num_samples - index * chunk)
-        record = model.log_weights(x, encoded, size, tf.random.experimental.stateless_fold_in(seed, index))
+        record = model.log_weights(x, encoded, size, tf.random.experimental.stateless_fold_in(seed, index), visible)
         log_weights = record.log_weights
         return (
             index + 1,
@@ -94,19 +96,25 @@ class BoundEvaluator:
         self.pairs_per_call = pairs_per_call
         self._sums = tf.function(self._encode_and_sum, reduce_retracing=True)
 
-    def _encode_and_sum(self, x, context, num_samples, seed):
+    def _encode_and_sum(self, x, context, num_samples, seed, visible):
         encoded = self.model.encode_context(context)
-        return streamed_sums(self.model, x, encoded, num_samples, self.pairs_per_call, seed)
+        return streamed_sums(self.model, x, encoded, num_samples, self.pairs_per_call, seed, visible)
 
     def __call__(
-        self, x: tf.Tensor, memory: tf.Tensor | None, num_samples: int, seed: tf.Tensor
+        self,
+        x: tf.Tensor,
+        memory: tf.Tensor | None,
+        num_samples: int,
+        seed: tf.Tensor,
+        visible: tf.Tensor | None = None,
     ) -> BoundEstimate:
         """Bounds for targets x [B, H, W, 1] given the batch's memory [M, H, W, 1] (read only by a
-        model that reads a context), with stateless seed int32 [2]."""
+        model that reads a context; each target reads the entries visible bool [B, M] shows, None:
+        all), with stateless seed int32 [2]."""
         context = context_for(self.model, memory)
         sums = {
             name: value.numpy().astype(np.float64)
-            for name, value in self._sums(x, context, tf.constant(num_samples, tf.int32), seed).items()
+            for name, value in self._sums(x, context, tf.constant(num_samples, tf.int32), seed, visible).items()
         }
         return BoundEstimate(
             nll=-(sums["log_sum_w"] - math.log(num_samples)),

@@ -63,9 +63,10 @@ def nll(model, test: CharacterSet | np.ndarray, run: RunConfig, config: EvalConf
     recall = task.targets_in_memory and isinstance(model, MemoryReader)
     estimates, recalled = [], []
     for index, batch in enumerate(batches):
-        estimates.append(
-            evaluator(batch.targets, batch.memory, config.num_importance_samples, _seed(config, _MODEL_STREAM, index))
-        )
+        estimates.append(evaluator(
+            batch.targets, batch.memory, config.num_importance_samples, _seed(config, _MODEL_STREAM, index),
+            batch.visible,
+        ))
         if recall:
             probs = model.entry_posterior(batch.targets, model.encode_context(batch.memory))
             best = tf.gather(batch.memory_labels, tf.argmax(probs, axis=-1))
@@ -101,28 +102,33 @@ def _diagnostic_means(model, estimates: list[BoundEstimate]) -> dict[str, float]
 
 
 def conditional(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -> dict:
-    """Table 1: NLL of the (n+1)-th image of a 20-image sequence from C classes given the
-    first n as memory. table[C][n] is the mean over `num_sequences` sequences, in nats."""
-    if max(config.shots) >= SEQUENCE_LENGTH or min(config.shots) < 1:
-        raise UserInputError(f"--shots must lie in 1..{SEQUENCE_LENGTH - 1}, got {list(config.shots)}")
+    """Table 1 of both papers: NLL of the (n+1)-th image of a 20-image sequence from C classes
+    given the first n as the context. table[C][n] is the mean over `num_sequences` sequences, in
+    nats; None where the model cannot read so few images (n = 0 without a pseudo-input)."""
+    if max(config.shots) >= SEQUENCE_LENGTH or min(config.shots) < 0:
+        raise UserInputError(f"--shots must lie in 0..{SEQUENCE_LENGTH - 1}, got {list(config.shots)}")
     for classes in config.classes:
         _check_episode(test, classes, 1, f"--classes={classes}")
     evaluator = BoundEvaluator(model, config.pairs_per_call)
     images = tf.constant(test.images)
+    # One call per sequence scores x_{n+1} for every n at once: the context is the whole sequence
+    # and target n reads its first n images only.
+    scored = [shots for shots in config.shots if shots >= model.min_context_size]
+    visible = tf.range(SEQUENCE_LENGTH)[tf.newaxis, :] < tf.constant(scored)[:, tf.newaxis]  # [n's, T]
     table, stderr = {}, {}
     for classes in config.classes:
         values: dict[int, list[float]] = {shots: [] for shots in config.shots}
-        for sequence_index in range(config.num_sequences):
+        for sequence_index in range(config.num_sequences if scored else 0):
             sequence, _ = episodes.sample_sequence(
                 images, classes, SEQUENCE_LENGTH, _seed(config, _TASK_STREAM, classes, sequence_index)
             )
-            for shots in config.shots:
-                estimate = evaluator(
-                    sequence[shots : shots + 1], sequence[:shots], config.num_importance_samples,
-                    _seed(config, _MODEL_STREAM, classes, sequence_index, shots),
-                )
-                values[shots].append(float(estimate.nll[0]))
-        summaries = {shots: _mean_and_stderr(v) for shots, v in values.items()}
+            estimate = evaluator(
+                tf.gather(sequence, scored), sequence, config.num_importance_samples,
+                _seed(config, _MODEL_STREAM, classes, sequence_index), visible,
+            )
+            for shots, nll_nats in zip(scored, estimate.nll):
+                values[shots].append(float(nll_nats))
+        summaries = {shots: _mean_and_stderr(v) if v else (None, None) for shots, v in values.items()}
         table[str(classes)] = {str(shots): mean for shots, (mean, _) in summaries.items()}
         stderr[str(classes)] = {str(shots): err for shots, (_, err) in summaries.items()}
     return {
@@ -303,6 +309,8 @@ def _samples_from_memory(model, test: CharacterSet | np.ndarray, run: RunConfig,
         drawn = sample_fn(memory, config.samples_per_row, _seed(config, _MODEL_STREAM, row))
         rows.append(tf.concat([memory, drawn], axis=0)[..., 0].numpy())
     result = {"images": {"one_shot": np.stack(rows)}}
+    if isinstance(test, CharacterSet):
+        result["images"]["sequence"] = _sequence_samples(model, sample_fn, images, config)
     if not isinstance(model, MemoryReader):
         return result
 
@@ -319,6 +327,24 @@ def _samples_from_memory(model, test: CharacterSet | np.ndarray, run: RunConfig,
         "top5_same_class": same_class.tolist(),
         "top1_same_class_rate": float(same_class[:, 0].mean()),
     }
+
+
+SEQUENCE_SAMPLE_ROWS = 11  # GMN's Figure 2: samples given the first 0..10 images of a sequence
+
+
+def _sequence_samples(model, sample_fn: Callable, images: tf.Tensor, config: EvalConfig) -> np.ndarray:
+    """GMN's Figure 2 for one test sequence of a single class: float32 [11, 1 + samples_per_row, H, W].
+    Column 0 holds the sequence x_1, x_2, ... top to bottom; row t the samples given x_1..x_t (blank
+    where the model cannot read t images)."""
+    sequence, _ = episodes.sample_sequence(images, 1, SEQUENCE_SAMPLE_ROWS, _seed(config, _TASK_STREAM, 2))
+    rows = []
+    for shots in range(SEQUENCE_SAMPLE_ROWS):
+        if shots < model.min_context_size:
+            drawn = tf.fill([config.samples_per_row, *sequence.shape[1:]], 0.5)
+        else:
+            drawn = sample_fn(sequence[:shots], config.samples_per_row, _seed(config, _MODEL_STREAM, 100 + shots))
+        rows.append(tf.concat([sequence[shots : shots + 1], drawn], axis=0)[..., 0].numpy())
+    return np.stack(rows)
 
 
 def _learned_memory_samples(model: AddressedMemory, config: EvalConfig) -> dict:

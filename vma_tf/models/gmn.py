@@ -231,6 +231,11 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
         z = self.z_posterior(x_features, encoded, None).mean()
         return self._context_weights(self.likelihood(z, encoded, None)[1])
 
+    def entry_posterior(self, x, encoded) -> tf.Tensor:
+        """The attention over the caller's entries, renormalised without the pseudo-input: [B, M]."""
+        weights = self.attention(x, encoded)
+        return weights / tf.reduce_sum(weights, axis=-1, keepdims=True)
+
 
 def residual_gmn(config: ModelConfig) -> GenerativeMatchingNetwork:
     """GMN with the residual nets of appendix C (28x28 images, 288-d prototypes)."""

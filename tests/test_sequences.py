@@ -1,0 +1,146 @@
+"""Sequences: GMN's attention and full matching, and the causal pass that scores every x_t of a
+sequence given x_<t in one call, for every model that reads a context."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vma_tf import tasks
+from vma_tf.config import DataConfig, EpisodeConfig, ModelConfig, RunConfig, TrainConfig
+from vma_tf.data.episodes import Episode, causal_visibility, sample_sequence_episode
+from vma_tf.models import REGISTRY, build_model
+from vma_tf.models.gmn import PROTOTYPE_DIM
+
+SEQUENCES, LENGTH, K = 2, 6, 3
+SMALL = dict(latent_dim=8, embed_dim=16, conv_channels=8, hidden_units=32)
+
+
+def _sequences(size, seed=0):
+    return tf.cast(tf.random.stateless_uniform([SEQUENCES * LENGTH, size, size, 1], [seed, 1]) < 0.2, tf.float32)
+
+
+def _gmn(pseudo_input=True, arch="conv", size=26, attention="full"):
+    return build_model(ModelConfig(
+        name="gmn", model_arch=arch, image_size=size, gmn_pseudo_input=pseudo_input, gmn_attention=attention, **SMALL
+    ))
+
+
+def test_causal_visibility_shows_each_target_the_earlier_images_of_its_own_sequence():
+    visible = causal_visibility(2, 3, first_target=1).numpy()
+    expected = np.zeros([4, 6], bool)
+    expected[0, 0] = True  # sequence 0, t = 1 sees t = 0
+    expected[1, :2] = True  # t = 2 sees t = 0, 1
+    expected[2, 3] = True  # sequence 1
+    expected[3, 3:5] = True
+    np.testing.assert_array_equal(visible, expected)
+
+
+def test_sequence_episodes_hold_their_sequences_as_memory_and_targets():
+    images = tf.constant(np.arange(5 * 20 * 4, dtype=np.uint8).reshape(5, 20, 2, 2) % 2)
+    episode = sample_sequence_episode(images, 3, 2, 7, tf.constant([1, 2]), first_target=2)
+    assert episode.memory.shape == (21, 2, 2, 1) and episode.targets.shape == (15, 2, 2, 1)
+    assert episode.visible.shape == (15, 21)
+    memory = episode.memory.numpy().reshape(3, 7, 2, 2)
+    np.testing.assert_array_equal(episode.targets.numpy().reshape(3, 5, 2, 2), memory[:, 2:])
+    labels = episode.memory_labels.numpy().reshape(3, 7)
+    assert all(len(set(row)) <= 2 for row in labels)
+
+
+@pytest.mark.parametrize("pseudo_input", [True, False], ids=["pseudo_input", "conditional"])
+def test_gmn_attention_sums_to_one_over_the_visible_entries_and_the_pseudo_input(pseudo_input):
+    model = _gmn(pseudo_input)
+    sequences = _sequences(26)
+    first = model.min_context_size
+    visible = model._visible(causal_visibility(SEQUENCES, LENGTH, first))
+    encoded = model.encode_context(sequences)
+    queries = tf.random.stateless_normal([4, visible.shape[0], SMALL["latent_dim"]], [3, 3])
+    _, _, weights = model.controller.read(model.generator_query, queries, encoded.keys, encoded.prototypes, visible)
+    weights = weights.numpy()
+    assert weights.shape == (4, *visible.shape)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+    assert np.all(weights[:, ~visible.numpy()] == 0.0)
+    if pseudo_input:  # x_1 reads the pseudo-input alone
+        np.testing.assert_allclose(weights[:, 0, 0], 1.0)
+
+
+def test_gmn_avg_reads_the_unweighted_mean_of_the_visible_prototypes():
+    model = _gmn(attention="avg")
+    encoded = model.encode_context(_sequences(26))
+    visible = model._visible(causal_visibility(SEQUENCES, LENGTH))
+    inputs = tf.zeros([visible.shape[0], 0])
+    read, _, _ = model.controller.read(model.generator_query, inputs, encoded.keys, encoded.prototypes, visible)
+    mask = visible.numpy().astype(np.float64)
+    expected = (mask @ encoded.prototypes.numpy().astype(np.float64)) / mask.sum(-1, keepdims=True)
+    np.testing.assert_allclose(read.numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch, size", [("conv", 26), ("resnet", 28)])
+@pytest.mark.parametrize("pseudo_input", [True, False], ids=["pseudo_input", "conditional"])
+def test_gmn_batched_causal_pass_equals_the_loop_over_t(arch, size, pseudo_input):
+    """q(z | x_t, X_<t), p(z | X_<t) and p(x_t | z, X_<t) at a fixed z, from one masked call over
+    the whole batch and from one call per target with X_<t as its context."""
+    model = _gmn(pseudo_input, arch, size)
+    sequences = _sequences(size, seed=4)
+    first = model.min_context_size
+    visible = causal_visibility(SEQUENCES, LENGTH, first)
+    positions = [(s, t) for s in range(SEQUENCES) for t in range(first, LENGTH)]
+    x = tf.gather(sequences, [s * LENGTH + t for s, t in positions])
+    z = tf.random.stateless_normal([len(positions), SMALL["latent_dim"]], [5, 5])
+
+    def terms(x, context, visible, z):
+        encoded, visible = model.encode_context(context), model._visible(visible)
+        q_z = model.z_posterior(tf.cast(model.encoder(x), tf.float32), encoded, visible)
+        p_z = model.z_prior(encoded, visible, tf.shape(x)[0])
+        logits = model.likelihood(z, encoded, visible)[0].distribution.logits
+        return np.concatenate([q_z.loc, q_z.stddev(), p_z.loc, p_z.stddev(), tf.reshape(logits, [len(z), -1])], -1)
+
+    batched = terms(x, sequences, visible, z)
+    looped = np.concatenate([
+        terms(x[i : i + 1], sequences[s * LENGTH : s * LENGTH + t], None, z[i : i + 1])
+        for i, (s, t) in enumerate(positions)
+    ])
+    np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-5)
+
+
+def test_gmn_residual_nets_have_the_shapes_of_appendix_c():
+    model = _gmn(arch="resnet", size=28)
+    assert model.encoder(tf.zeros([3, 28, 28, 1])).shape == (3, PROTOTYPE_DIM)
+    code = SMALL["latent_dim"] + PROTOTYPE_DIM + SMALL["hidden_units"]  # [z, r, h]
+    assert model.decoder(tf.zeros([3, code])).shape == (3, 28, 28, 1)
+    assert model.sample(model.encode_context(tf.zeros([0, 28, 28, 1])), 2, tf.constant([0, 0]))["images"].shape == (
+        2, 28, 28, 1)
+
+
+@pytest.mark.parametrize("name", sorted(name for name in REGISTRY if "sequence" in REGISTRY[name].memories))
+def test_a_target_never_reads_the_future(name):
+    """x_t's log-weights, drawn with one seed for the whole batch, do not change when the images
+    after t change."""
+    model = build_model(ModelConfig(name=name, image_size=26, **SMALL))
+    sequences = _sequences(26, seed=6).numpy()
+    changed = sequences.copy()
+    cut = 3  # positions >= cut of every sequence are redrawn
+    for s in range(SEQUENCES):
+        changed[s * LENGTH + cut : (s + 1) * LENGTH] = 1.0 - changed[s * LENGTH + cut : (s + 1) * LENGTH]
+    visible = causal_visibility(SEQUENCES, LENGTH)
+    seed = tf.constant([7, 7])
+    before = model.log_weights_in_context(sequences, sequences if model.reads_context else None, K, seed, visible)
+    after = model.log_weights_in_context(changed, changed if model.reads_context else None, K, seed, visible)
+    past = [s * LENGTH + t for s in range(SEQUENCES) for t in range(model.min_context_size, cut)]
+    np.testing.assert_allclose(
+        tf.gather(before.log_weights, past, axis=1), tf.gather(after.log_weights, past, axis=1), rtol=1e-5, atol=1e-4
+    )
+    future = [s * LENGTH + t for s in range(SEQUENCES) for t in range(cut, LENGTH)]
+    assert not np.allclose(tf.gather(before.log_weights, future, axis=1), tf.gather(after.log_weights, future, axis=1))
+
+
+def test_the_sequence_task_scores_only_targets_that_see_enough_entries():
+    run = RunConfig(
+        DataConfig(), EpisodeConfig(sequence_length=LENGTH, sequences_per_batch=SEQUENCES),
+        ModelConfig(name="vma", memory="sequence", image_size=26, **SMALL), TrainConfig(logdir="unused"),
+    )
+    model = build_model(run.model)
+    sequences, labels = _sequences(26, seed=8), tf.zeros([SEQUENCES * LENGTH], tf.int32)
+    episode = Episode(sequences, labels, sequences, labels, causal_visibility(SEQUENCES, LENGTH))
+    _, bound, record = tasks.build_task(run).loss(model, episode, tf.constant([1, 2]))
+    assert bound.shape == (SEQUENCES * (LENGTH - 1),)  # x_1 of each sequence reads nothing: VMA skips it
+    assert np.all(np.isfinite(bound.numpy()))
