@@ -112,19 +112,25 @@ def main(argv):
             rows = rows_of(drawn["images"].numpy(), SAMPLES_PER_ROW)
             described = "no memory"
     else:
-        if not FLAGS.memory:
+        # An export says how few memory images it reads (GMN with a pseudo-input: none); older
+        # exports do not, and need one.
+        min_memory_size = int(model.min_memory_size.numpy()) if hasattr(model, "min_memory_size") else 1
+        if not FLAGS.memory and min_memory_size:
             sys.exit("sample.py: error: --memory is required: this SavedModel samples from a memory of images")
         try:
-            memory = np.stack([preprocess(path, size) for path in memory_paths(FLAGS.memory)])
+            paths = memory_paths(FLAGS.memory) if FLAGS.memory else []
+            memory = np.stack([preprocess(path, size) for path in paths]) if paths else np.zeros([0, size, size, 1])
         except InputError as e:
             sys.exit(f"sample.py: error: {e}")
+        memory = memory.astype(np.float32)
         drawn = sample(memory=tf.constant(memory), num_samples=count, seed=seed)
         images = drawn["images"].numpy()
         if "addresses" in drawn:
             addresses = drawn["addresses"].numpy()
             rows = [[entry, *images[addresses == row]] for row, entry in enumerate(memory)]
         else:
-            rows = [list(memory), *rows_of(images, max(len(memory), SAMPLES_PER_ROW))]
+            rows = [list(memory)] if len(memory) else []
+            rows += rows_of(images, max(len(memory), SAMPLES_PER_ROW))
         described = f"{len(memory)} memory images"
     picture = grid(rows)
     picture = np.kron(picture, np.ones((FLAGS.zoom, FLAGS.zoom), np.uint8))

@@ -75,7 +75,9 @@ def test_every_mode_runs_on_a_smoke_model(name, mode, smoke_run, baseline_runs, 
     assert checkpoint_digest(logdir) == before  # evaluation only reads the checkpoints
 
     if mode == "nll":
-        assert result["num_importance_samples"] == 20 and result["num_examples"] == 2 * 32
+        # Two test batches: of 32 targets, or of 4 sequences of 20 scored from x_2 on (smoke_gmn.flags).
+        assert result["num_importance_samples"] == 20 and result["num_examples"] == (
+            2 * 4 * 19 if REGISTRY[name].memories == ("sequence",) else 2 * 32)
         # The same samples give log mean w >= mean log w for every target, hence on average.
         assert result["nll_nats"] <= result["elbo_nats"]
         assert set(result["diagnostics"]) == set(REGISTRY[name].architectures["conv"].DIAGNOSTICS)
@@ -101,8 +103,8 @@ def test_every_mode_runs_on_a_smoke_model(name, mode, smoke_run, baseline_runs, 
                 assert correct == pytest.approx(round(correct), abs=1e-6)
     else:
         figures = {os.path.basename(path) for path in result["meta"]["figures"]}
-        expected = {"samples_unconditional.png"} if name == "vae" else {"samples_one_shot.png",
-                                                                         "samples_addressing.png"}
+        expected = {"samples_unconditional.png"} if name == "vae" else {
+            "samples_one_shot.png", "samples_addressing.png", "samples_sequence.png"}
         assert figures == expected
         if name != "vae":
             assert len(result["top5_probabilities"]) == 3

@@ -93,7 +93,7 @@ def test_sample_py_draws_a_grid_from_a_users_images(saved_model, data_dir, tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["vae", "soft_attention"])
+@pytest.mark.parametrize("name", ["vae", "soft_attention", "gmn"])
 def test_sample_py_draws_from_the_baselines(name, baseline_runs, tmp_path):
     saved_model = os.path.join(baseline_runs[name], SAVED_MODEL_DIR)
     drawing = tmp_path / "drawing.png"
@@ -101,7 +101,7 @@ def test_sample_py_draws_from_the_baselines(name, baseline_runs, tmp_path):
     pixels[20:80, 50:55] = 0
     Image.fromarray(pixels).save(drawing)
     output = tmp_path / "grid.png"
-    memory = [f"--memory={drawing},{drawing}"] if name == "soft_attention" else []
+    memory = [f"--memory={drawing},{drawing}"] if name != "vae" else []
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "sample.py"), f"--saved_model={saved_model}", *memory,
          "--num_samples=16", "--zoom=1", f"--output={output}"],
@@ -110,9 +110,17 @@ def test_sample_py_draws_from_the_baselines(name, baseline_runs, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     with Image.open(output) as grid:
         width, height = grid.size
-    # Rows of 8 samples, below a row holding the memory images (soft attention reads them as a whole).
-    rows = 2 + (name == "soft_attention")
+    # Rows of 8 samples, below a row holding the memory images (a model reading them as a whole).
+    rows = 2 + (name != "vae")
     assert (width, height) == (8 * (S + 2), rows * (S + 2))
+    if name == "gmn":  # its pseudo-input lets it sample from an empty memory
+        unconditional = subprocess.run(
+            [sys.executable, os.path.join(REPO, "sample.py"), f"--saved_model={saved_model}", "--num_samples=8",
+             "--zoom=1", f"--output={output}"], capture_output=True, text=True, timeout=300,
+        )
+        assert unconditional.returncode == 0, unconditional.stderr[-3000:]
+        with Image.open(output) as grid:
+            assert grid.size == (8 * (S + 2), S + 2)
     if name == "vae":
         refused = subprocess.run(
             [sys.executable, os.path.join(REPO, "sample.py"), f"--saved_model={saved_model}", f"--memory={drawing}",

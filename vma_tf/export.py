@@ -13,6 +13,8 @@ pseudo-input, and a conditional GMN refuses an empty one with InvalidArgumentErr
     address_posterior(x, [memory]) -> probs float32[B,M]      (addressed models: q(a|x))
     attention(x, memory) -> weights float32[B,M]               (soft attention and GMN, at the mean of q(z|x))
     serving_default = sample
+    min_memory_size: an int32 variable, the fewest memory images the signatures accept (0: GMN with
+    a pseudo-input samples and scores without any).
 Images are in [0, 1] with ink = 1, H = W = the model's image size.
 """
 
@@ -42,6 +44,7 @@ class ServingModule(tf.Module):
         super().__init__(name="vma_serving")
         self.model = model
         self.pairs_per_call = pairs_per_call
+        self.min_memory_size = tf.Variable(model.min_context_size, trainable=False, name="min_memory_size")
         self.image_shape = images = [None, image_size, image_size, 1]
         x = tf.TensorSpec(images, tf.float32, name="x")
         num_samples, seed = _scalar_spec("num_samples"), _scalar_spec("seed")

@@ -38,10 +38,12 @@ def validate(config: EvalConfig) -> None:
         "--sample_rows": config.sample_rows,
         "--samples_per_row": config.samples_per_row,
     })
-    for name in ("classes", "shots", "sweep_classes", "sweep_shots"):
+    for name in ("classes", "sweep_classes", "sweep_shots"):
         values = getattr(config, name)
         if not values or min(values) < 1:
             raise UserInputError(f"--{name} must be a list of positive integers, got {list(values)}")
+    if not config.shots or min(config.shots) < 0:
+        raise UserInputError(f"--shots must be a list of non-negative integers, got {list(config.shots)}")
 
 
 def default_output(logdir: str, mode: str) -> str:

@@ -22,7 +22,7 @@ from vma_tf.models.base import (
     read_weights,
 )
 from vma_tf.models.conv import ConvVMA
-from vma_tf.models.gmn import conv_gmn, residual_gmn
+from vma_tf.models.gmn import ConvGMN, ResidualGMN
 from vma_tf.models.mlp import MlpVMA
 from vma_tf.models.soft_attention import SoftAttentionVAE
 from vma_tf.models.vae import ConvVAE
@@ -61,7 +61,7 @@ REGISTRY: dict[str, ModelEntry] = {
     ),
     "vae": ModelEntry({"conv": ConvVAE}, ("few_shot", "none", "sequence"), min_num_samples=1),
     "soft_attention": ModelEntry({"conv": SoftAttentionVAE}, ("few_shot", "recall", "sequence"), min_num_samples=1),
-    "gmn": ModelEntry({"resnet": residual_gmn, "conv": conv_gmn}, ("sequence",), min_num_samples=1),
+    "gmn": ModelEntry({"resnet": ResidualGMN, "conv": ConvGMN}, ("sequence",), min_num_samples=1),
 }
 
 

@@ -237,17 +237,22 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
         return weights / tf.reduce_sum(weights, axis=-1, keepdims=True)
 
 
-def residual_gmn(config: ModelConfig) -> GenerativeMatchingNetwork:
+class ResidualGMN(GenerativeMatchingNetwork):
     """GMN with the residual nets of appendix C (28x28 images, 288-d prototypes)."""
-    if config.image_size != nets.GMN_IMAGE_SIZE:
-        raise ValueError(f"the residual GMN nets take {nets.GMN_IMAGE_SIZE}x{nets.GMN_IMAGE_SIZE} images")
-    return GenerativeMatchingNetwork(config, nets.ResidualEncoder(name="encoder"), nets.ResidualDecoder(name="decoder"))
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        if config.image_size != nets.GMN_IMAGE_SIZE:
+            raise ValueError(f"the residual GMN nets take {nets.GMN_IMAGE_SIZE}x{nets.GMN_IMAGE_SIZE} images")
+        super().__init__(config, nets.ResidualEncoder(name="encoder"), nets.ResidualDecoder(name="decoder"), **kwargs)
 
 
-def conv_gmn(config: ModelConfig) -> GenerativeMatchingNetwork:
+class ConvGMN(GenerativeMatchingNetwork):
     """GMN with VMA's conv pyramid as psi (projected to 288-d) and VMA's upscaler as the decoder."""
-    return GenerativeMatchingNetwork(
-        config,
-        nets.Embedder(config.conv_channels, PROTOTYPE_DIM, name="encoder"),
-        nets.Upscaler(config.conv_channels, config.image_size, memory_inputs=False, name="decoder"),
-    )
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(
+            config,
+            nets.Embedder(config.conv_channels, PROTOTYPE_DIM, name="encoder"),
+            nets.Upscaler(config.conv_channels, config.image_size, memory_inputs=False, name="decoder"),
+            **kwargs,
+        )
