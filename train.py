@@ -98,9 +98,13 @@ flags.DEFINE_list(
     "Hidden layers of every MLP of --model_arch=mlp (decoder reversed).",
 )
 flags.DEFINE_integer("latent_dim", ModelConfig.latent_dim, "|z|.")
-flags.DEFINE_integer("embed_dim", ModelConfig.embed_dim, "Matching space of q(a|x) and p(a) (GMN: of its attention).")
+flags.DEFINE_integer(
+    "embed_dim", ModelConfig.embed_dim, "Matching space of q(a|x) and p(a) (GMN: of its attention)."
+)
 flags.DEFINE_integer("conv_channels", ModelConfig.conv_channels, "Feature maps of every conv layer (paper: 48 or 64).")
-flags.DEFINE_integer("hidden_units", ModelConfig.hidden_units, "Hidden units of the MLP heads (GMN: and its controllers' state).")
+flags.DEFINE_integer(
+    "hidden_units", ModelConfig.hidden_units, "Hidden units of the MLP heads (GMN: and its controllers' state)."
+)
 flags.DEFINE_enum("prior", ModelConfig.prior, ["learned", "flat"], "p(a): learned query or uniform.")
 flags.DEFINE_bool(
     "tie_embeddings", ModelConfig.tie_embeddings, "One embedding net for memory and query (h_q = h); see README."

@@ -142,7 +142,9 @@ def sample_sequence_episode(
     )
 
 
-def sequence_dataset(characters: CharacterSet, config: EpisodeConfig, seed: int, start_step: int = 0) -> tf.data.Dataset:
+def sequence_dataset(
+    characters: CharacterSet, config: EpisodeConfig, seed: int, start_step: int = 0
+) -> tf.data.Dataset:
     """An endless dataset of sequence Episodes; element i is the batch of training step start_step + i."""
     images = tf.constant(characters.images)
 

@@ -168,7 +168,9 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
         """Attention weights [..., M'] -> the caller's entries' share [..., M]."""
         return weights if self.pseudo_input is None else weights[..., 1:]
 
-    def z_prior(self, encoded: MatchingContext, visible: tf.Tensor | None, batch: tf.Tensor) -> tfd.MultivariateNormalDiag:
+    def z_prior(
+        self, encoded: MatchingContext, visible: tf.Tensor | None, batch: int | tf.Tensor
+    ) -> tfd.MultivariateNormalDiag:
         """p(z | X): batch [B], event [Z], for `batch` = B targets (visible [B, M'] or None)."""
         no_inputs = tf.zeros([batch, 0])
         read, state, _ = self.prior_controller.read(
