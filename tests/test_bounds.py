@@ -55,7 +55,7 @@ class TwoEntryModel:
     def _likelihood(self, z, memory_rows):
         return tfd.Independent(tfd.Bernoulli(logits=10.0 * z[..., None] * self.u + 3.0 * (2.0 * memory_rows - 1.0)), 1)
 
-    def log_weights(self, x, memory, num_samples, seed):
+    def log_weights(self, x, memory, num_samples, seed, visible=None):
         address_seed, z_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         q_a = tfd.Categorical(logits=tf.zeros([x.shape[0], 2]))
         p_a = tfd.Categorical(probs=tf.constant(self.prior_a, tf.float32))
