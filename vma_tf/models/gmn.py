@@ -234,9 +234,10 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
         return self._context_weights(self.likelihood(z, encoded, None)[1])
 
     def entry_posterior(self, x, encoded) -> tf.Tensor:
-        """The attention over the caller's entries, renormalised without the pseudo-input: [B, M]."""
+        """The attention over the caller's entries, renormalised without the pseudo-input: [B, M]
+        (all zero in the rare row where the pseudo-input takes the whole mass)."""
         weights = self.attention(x, encoded)
-        return weights / tf.reduce_sum(weights, axis=-1, keepdims=True)
+        return tf.math.divide_no_nan(weights, tf.reduce_sum(weights, axis=-1, keepdims=True))
 
 
 class ResidualGMN(GenerativeMatchingNetwork):
