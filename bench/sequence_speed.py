@@ -74,7 +74,7 @@ def main(argv):
         return apply(loss)
 
     times = {"batched": [], "looped": []}
-    for name, step in (("batched", batched_step), ("looped", looped_step)):
+    for step in (batched_step, looped_step):
         step()  # trace
     for _ in range(FLAGS.repeats):
         for name, step in (("batched", batched_step), ("looped", looped_step)):

@@ -1,6 +1,7 @@
 """eval.py end to end on a model trained by smoke.flags: every mode, determinism, read-only
 checkpoints, bad input; and the test split's classes are unseen in training."""
 
+import dataclasses
 import json
 import os
 import re
@@ -13,9 +14,10 @@ import tensorflow as tf
 from conftest import REPO, checkpoint_digest
 from PIL import Image
 
-from vma_tf.config import DataConfig
+from vma_tf.config import DataConfig, EvalConfig
 from vma_tf.data import omniglot
-from vma_tf.evaluation import classification
+from vma_tf.errors import UserInputError
+from vma_tf.evaluation import classification, runner
 from vma_tf.models import REGISTRY
 
 # Every mode shrunk to seconds; the defaults are the papers' protocols.
@@ -24,6 +26,13 @@ SMALL = [
     "--sweep_classes=1,4,144", "--sweep_shots=1,19", "--sweep_memories=1", "--sweep_targets=4",
     "--classification_episodes=4", "--iw_samples=4", "--sample_rows=3", "--samples_per_row=4",
 ]
+
+# The same, for calls in this process (an eval.py run spends ~10 s starting TensorFlow).
+SMALL_CONFIG = EvalConfig(
+    num_importance_samples=20, num_episodes=2, num_sequences=2, classes=(1, 4), shots=(1, 5, 19),
+    sweep_classes=(1, 4, 144), sweep_shots=(1, 19), sweep_memories=1, sweep_targets=4,
+    classification_episodes=4, iw_samples=4, sample_rows=3, samples_per_row=4,
+)
 
 
 def run_eval(*args, check=True):
@@ -53,17 +62,16 @@ def test_every_mode_runs_on_a_smoke_model(name, mode, smoke_run, baseline_runs, 
     logdir = _trained(name, smoke_run, baseline_runs)
     before = checkpoint_digest(logdir)
     output = str(tmp_path / f"{mode}.json")
-    args = [f"--logdir={logdir}", f"--mode={mode}", f"--data_dir={data_dir}", f"--cache_dir={cache_dir}",
-            f"--output_json={output}", *SMALL]
     if mode == "classification" and name == "vae":
-        refused = run_eval(*args, check=False)
-        assert refused.returncode != 0 and refused.stderr.strip().splitlines()[-1] == (
-            "eval.py: error: --mode=classification needs a model with a memory of labelled entries; vae has none "
+        with pytest.raises(UserInputError) as refused:
+            runner.run_evaluation(logdir, mode, SMALL_CONFIG, data_dir, cache_dir, output)
+        assert str(refused.value) == (
+            "--mode=classification needs a model with a memory of labelled entries; vae has none "
             "(its modes: nll, conditional, memory_sweep, samples, export)"
         )
         assert not os.path.exists(output)
         return
-    run_eval(*args)
+    runner.run_evaluation(logdir, mode, SMALL_CONFIG, data_dir, cache_dir, output)
     with open(output) as f:
         result = json.load(f)
     with open(str(tmp_path / f"{mode}.md")) as f:
@@ -116,11 +124,8 @@ def test_every_mode_runs_on_a_smoke_model(name, mode, smoke_run, baseline_runs, 
 @pytest.mark.slow
 def test_same_seed_same_numbers(smoke_run, data_dir, cache_dir, tmp_path):
     def nll(seed, name):
-        output = str(tmp_path / name)
-        run_eval(f"--logdir={smoke_run}", "--mode=nll", f"--data_dir={data_dir}", f"--cache_dir={cache_dir}",
-                 f"--output_json={output}", f"--seed={seed}", *SMALL)
-        with open(output) as f:
-            return json.load(f)["nll_nats"]
+        config = dataclasses.replace(SMALL_CONFIG, seed=seed)
+        return runner.run_evaluation(smoke_run, "nll", config, data_dir, cache_dir, str(tmp_path / name))["nll_nats"]
 
     first, again, other = nll(3, "a.json"), nll(3, "b.json"), nll(4, "c.json")
     assert first == again and first != other
