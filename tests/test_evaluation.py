@@ -137,7 +137,7 @@ def test_same_seed_same_numbers(smoke_run, data_dir, cache_dir, tmp_path):
         (["--num_importance_samples=0"], "--num_importance_samples must be positive, got 0"),
         (["--mode=conditional", "--classes=1,200"], "--classes=200 needs 200 classes but the test split has 144"),
         (["--mode=classification", "--classification_tasks=5way"], "named like 5way1shot"),
-        (["--mode=conditional", "--shots=20"], r"--shots must lie in 1\.\.19"),
+        (["--mode=conditional", "--shots=20"], r"--shots must lie in 0\.\.19"),
     ],
 )
 def test_bad_input_ends_with_one_line_error(flags, message, smoke_run, data_dir, cache_dir):
