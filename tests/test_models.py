@@ -9,8 +9,9 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
-from vma_tf import addressing, objectives
+from vma_tf import addressing, nets, objectives
 from vma_tf.config import ModelConfig
 from vma_tf.evaluation.bounds import BoundEvaluator
 from vma_tf.export import LOG_LIKELIHOOD_SEED, export_saved_model
@@ -210,6 +211,36 @@ def test_the_training_path_equals_encoding_first(vma):
     joint = vma.log_weights_in_context(x, memory, K, tf.constant([2, 3]))
     apart = vma.log_weights(x, vma.encode_context(memory), K, tf.constant([2, 3]))
     np.testing.assert_allclose(joint.log_weights.numpy(), apart.log_weights.numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_a_compact_memory_reads_what_the_full_encoding_holds(vma):
+    """encode_context keeps only embeddings (computed chunk by chunk) and computes a read's decoder
+    features from the drawn entries: the same values the full encoding gathers."""
+    memory = _images(M, 7)
+    full, compact = vma.encode(memory), vma.encode_context(memory)
+    assert set(compact._fields) == {"embeddings", "entries"}
+    chunked = nets.map_chunks(vma.embed_memory, memory, chunk_size=3)  # chunks of 3, 3 and 1
+    np.testing.assert_allclose(chunked.numpy(), full.embeddings.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(compact.embeddings.numpy(), full.embeddings.numpy(), rtol=1e-5, atol=1e-5)
+    addresses = tf.constant([[6, 0, 6], [2, 2, 5]], tf.int32)
+    lazy = vma.read(compact, addresses)._replace(embeddings=())
+    gathered = vma.read(full, addresses)._replace(embeddings=())
+    for got, expected in zip(tf.nest.flatten(lazy), tf.nest.flatten(gathered)):
+        assert got.shape == expected.shape and got.shape[:2] == (2, 3)
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_addresses_are_drawn_by_inverse_cdf_with_the_right_frequencies():
+    probs = np.array([[0.5, 0.0, 0.3, 0.2, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0], [1e-3, 0.0, 0.0, 0.0, 0.999]])
+    visible = probs > 0
+    logits = tf.where(visible, tf.math.log(tf.constant(probs, tf.float32)), -1e9)
+    draws = addressing.sample_addresses(tfp.distributions.Categorical(logits=logits), 20_000, tf.constant([4, 2]))
+    assert draws.shape == (20_000, 3) and draws.dtype == tf.int32
+    counts = np.stack([np.bincount(draws.numpy()[:, row], minlength=5) for row in range(3)]) / 20_000
+    assert not np.any(counts[~visible])  # a masked entry is never drawn
+    np.testing.assert_allclose(counts, probs, atol=0.015)  # > 4 standard errors
+    prior = addressing.sample_addresses(tfp.distributions.Categorical(logits=tf.zeros([1000])), 7, tf.constant([0, 1]))
+    assert prior.shape == (7,)
 
 
 def test_untied_model_has_a_second_embedding_net():

@@ -1,4 +1,8 @@
-"""Memory addressing: the learned similarity of paper eq. (5), q(a|x) and p(a)."""
+"""Memory addressing: the learned similarity of paper eq. (5), q(a|x), p(a), and drawing addresses.
+
+Every function here costs O(|M|) per row plus O(K log |M|) for K draws, so memories of millions
+of entries are addressed without anything of size K x |M|.
+"""
 
 from __future__ import annotations
 
@@ -43,3 +47,21 @@ def address_prior(
     if visible is not None:
         logits = masked_logits(tf.broadcast_to(logits, tf.shape(visible)), visible)
     return tfd.Categorical(logits=logits)
+
+
+def sample_addresses(distribution: tfd.Categorical, num_samples: int | tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """K = num_samples draws from a Categorical over the memory, batch [...]: int32 [K, ...].
+
+    Inverse-CDF sampling: one cumulative sum per row (in float64, so that entries far below
+    float32's resolution of the running total keep their share) and a binary search per draw,
+    O(|M| + K log |M|). An entry of probability zero (masked) is never drawn: `side="right"`
+    lands on the first entry whose cumulative mass exceeds the uniform draw.
+    """
+    logits = distribution.logits_parameter()
+    batch_shape = tf.shape(logits)[:-1]
+    rows = tf.reshape(tf.cast(tf.nn.log_softmax(logits), tf.float64), [-1, tf.shape(logits)[-1]])  # [R, M]
+    cumulative = tf.math.cumsum(tf.exp(rows), axis=-1)
+    uniform = tf.random.stateless_uniform([tf.shape(rows)[0], num_samples], seed, dtype=tf.float64)
+    drawn = tf.searchsorted(cumulative, uniform * cumulative[:, -1:], side="right")  # [R, K]
+    drawn = tf.minimum(drawn, tf.shape(rows)[-1] - 1)  # u * total rounding up to the total itself
+    return tf.reshape(tf.transpose(drawn), tf.concat([[num_samples], batch_shape], axis=0))

@@ -159,6 +159,27 @@ def matmul_leading(values: tf.Tensor, matrix: tf.Tensor, transpose_matrix: bool 
     return unflatten_samples(product, tf.shape(values)[:-1])
 
 
+def map_chunks(function, values: tf.Tensor, chunk_size: int) -> tf.Tensor:
+    """function(values[i : i + chunk_size]) for every chunk of values [N, ...] (N >= 1), concatenated
+    as float32 [N, ...]. One chunk is in flight at a time, so the peak memory is one chunk's
+    activations, whatever N is."""
+    count = tf.shape(values)[0]
+    # The first chunk runs outside the loop: its output's static shape types the others.
+    first = tf.cast(function(values[:chunk_size]), tf.float32)
+    rest = tf.TensorArray(
+        tf.float32, size=0, dynamic_size=True, infer_shape=False, element_shape=[None, *first.shape[1:]]
+    )
+
+    def apply(index, rest):
+        start = (index + 1) * chunk_size
+        chunk = values[start : tf.minimum(start + chunk_size, count)]
+        return index + 1, rest.write(index, tf.cast(function(chunk), tf.float32))
+
+    num_rest = (count - 1) // chunk_size
+    _, rest = tf.while_loop(lambda index, _: index < num_rest, apply, (0, rest), parallel_iterations=1)
+    return tf.cond(num_rest > 0, lambda: tf.concat([first, rest.concat()], axis=0), lambda: first)
+
+
 def unflatten_samples(values: tf.Tensor, leading_shape: tf.Tensor) -> tf.Tensor:
     """values [N, ...] computed for N = prod(leading_shape) flattened samples -> [*leading_shape, ...]."""
     return tf.reshape(values, tf.concat([leading_shape, tf.shape(values)[1:]], axis=0))

@@ -67,10 +67,15 @@ class ConvVMA(VariationalMemoryAddressing):
             query_embeddings, memory_embeddings = self.query_embedder(x), self.memory_embedder(memory)
         return x_top, query_embeddings, self._encoding(memory, [m for _, m in levels], memory_embeddings)
 
-    def encode(self, memory: tf.Tensor) -> ConvMemoryEncoding:
-        return self._encoding(memory, self.pyramid(memory), self.memory_embedder(memory))
+    def embed_memory(self, memory: tf.Tensor) -> tf.Tensor:
+        return self.memory_embedder(memory)
 
-    def _encoding(self, memory: tf.Tensor, levels: list[tf.Tensor], embeddings: tf.Tensor) -> ConvMemoryEncoding:
+    def entry_features(self, memory: tf.Tensor) -> ConvMemoryEncoding:
+        return self._encoding(memory, self.pyramid(memory), None)
+
+    def _encoding(
+        self, memory: tf.Tensor, levels: list[tf.Tensor], embeddings: tf.Tensor | None
+    ) -> ConvMemoryEncoding:
         top = self.flatten(levels[-1])
         return ConvMemoryEncoding(
             embeddings=embeddings,

@@ -37,8 +37,8 @@ class MlpMemoryEncoding(NamedTuple):
 
 
 def _flat(entries: tf.Tensor) -> tf.Tensor:
-    """[N, ...] -> [N, prod(...)]."""
-    return tf.reshape(entries, [tf.shape(entries)[0], -1])
+    """[N, ...] -> [N, prod(...)], the last dimension static (the dense layers need it)."""
+    return tf.reshape(entries, [-1, entries.shape[1:].num_elements()])
 
 
 class MlpVMA(VariationalMemoryAddressing):
@@ -63,10 +63,13 @@ class MlpVMA(VariationalMemoryAddressing):
         self.decoder = nets.MLP(decoder_units[1:], pixels, name="decoder")
         self.memory_to_logits = keras.layers.Dense(pixels, use_bias=False, name="memory_to_logits")
 
-    def encode(self, memory: tf.Tensor) -> MlpMemoryEncoding:
+    def embed_memory(self, memory: tf.Tensor) -> tf.Tensor:
+        return tf.cast(self.memory_embedder(_flat(memory)), tf.float32)
+
+    def entry_features(self, memory: tf.Tensor) -> MlpMemoryEncoding:
         entries = _flat(memory)
         return MlpMemoryEncoding(
-            embeddings=tf.cast(self.memory_embedder(entries), tf.float32),
+            embeddings=None,
             posterior_input=self.posterior_m(entries),
             prior_z_params=tf.cast(self.prior_z(entries), tf.float32),
             decoder_input=self.decoder_m(entries),

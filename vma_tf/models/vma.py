@@ -4,9 +4,14 @@
     q(a, z | x, M) = q(a | x, M) q(z | x, m_a)
 
 Subclasses supply the nets (conv.py: section 4.2; mlp.py: section 4.1) through a few hooks.
-`encode_context` computes everything the model needs of each memory entry once per entry
-(an *encoding*); `read(encoded, addresses)` gathers those per-entry features for the K x B
-sampled addresses only, so per-entry work is never repeated per (sample, target) pair.
+Two encodings of a memory serve the two regimes:
+- training (`log_weights_in_context`): the nets run once over targets and memory together and
+  every entry's decoder features are kept (an *encoding*); `read(encoded, addresses)` gathers
+  them at the K x B sampled addresses, so per-entry work is never repeated per (sample, target).
+- everywhere else (`encode_context`): a `CompactMemory` keeps of each entry only what addressing
+  needs, its embedding (E floats), computed in chunks of the memory; a read computes the
+  decoder features of the distinct drawn entries only. Memory and time are then linear in |M|
+  with a small constant, so a test-time memory can hold millions of entries.
 
 The memory is either passed in (few-shot and recall: images [M, S, S, 1]) or, with
 `config.memory == "learned"`, the model's own trainable `learned_memory`; such a model reads no
@@ -21,11 +26,23 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from vma_tf import addressing
+from vma_tf import addressing, nets
 from vma_tf.config import ModelConfig
 from vma_tf.models.base import AddressedMemory, GenerativeModel, LogWeights, broadcast_to_samples
 
 tfd = tfp.distributions
+
+
+# Memory entries embedded per chunk by `encode_context`: bounds the embedder's activations.
+EMBEDDING_CHUNK = 1024
+
+
+class CompactMemory(NamedTuple):
+    """A memory as addressing needs it: embeddings float32 [M, E] and the entries [M, ...]
+    themselves (images or vectors), from which a read computes the drawn entries' features."""
+
+    embeddings: tf.Tensor
+    entries: tf.Tensor
 
 
 def gather_entries(encoded: NamedTuple, addresses: tf.Tensor) -> NamedTuple:
@@ -38,8 +55,8 @@ def gather_entries(encoded: NamedTuple, addresses: tf.Tensor) -> NamedTuple:
 
 
 class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
-    """The VMA math: addressing, the log-weights and sampling. Subclasses implement `encode`,
-    `target_features`, `z_posterior`, `z_prior`, `likelihood` (and may override
+    """The VMA math: addressing, the log-weights and sampling. Subclasses implement `embed_memory`,
+    `entry_features`, `target_features`, `z_posterior`, `z_prior`, `likelihood` (and may override
     `features`)."""
 
     DIAGNOSTICS = ("kl_a", "kl_z", "entropy_a")
@@ -75,9 +92,17 @@ class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
         x_features, query_embeddings = self.target_features(x)
         return x_features, query_embeddings, self.encode(memory)
 
-    def encode(self, memory: tf.Tensor) -> Any:
-        """The encoding of memory [M, ...]; it has `embeddings` [M, E]."""
+    def embed_memory(self, memory: tf.Tensor) -> tf.Tensor:
+        """The addressing embeddings h(m_a) of memory [M, ...]: float32 [M, E]."""
         raise NotImplementedError
+
+    def entry_features(self, memory: tf.Tensor) -> NamedTuple:
+        """Every per-entry decoder feature of memory [M, ...]: an encoding whose `embeddings` is None."""
+        raise NotImplementedError
+
+    def encode(self, memory: tf.Tensor) -> NamedTuple:
+        """The full encoding of memory [M, ...]: its entry features and `embeddings` [M, E]."""
+        return self.entry_features(memory)._replace(embeddings=self.embed_memory(memory))
 
     def target_features(self, x: tf.Tensor) -> tuple[Any, tf.Tensor]:
         """(what q(z|x, m_a) needs of x [B, S, S, 1], the query embeddings h_q(x) [B, E])."""
@@ -115,11 +140,19 @@ class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
             raise ValueError("this model reads its learned memory: pass memory=None")
         return tf.convert_to_tensor(self.learned_memory)
 
-    def encode_context(self, context: tf.Tensor | None) -> Any:
-        """Encodes memory [M, ...] (None: the learned memory) for sampling or repeated queries."""
-        return self.encode(self.memory_or_learned(context))
+    def encode_context(self, context: tf.Tensor | None) -> CompactMemory:
+        """Encodes memory [M, ...] (None: the learned memory) for sampling or repeated queries:
+        its embeddings, computed EMBEDDING_CHUNK entries at a time, and the entries themselves."""
+        memory = self.memory_or_learned(context)
+        return CompactMemory(nets.map_chunks(self.embed_memory, memory, EMBEDDING_CHUNK), memory)
 
     def read(self, encoded: NamedTuple, addresses: tf.Tensor) -> NamedTuple:
+        """The decoder features of the entries at addresses [...]: gathered from a full encoding, or
+        computed from a CompactMemory for each distinct address once."""
+        if isinstance(encoded, CompactMemory):
+            drawn, position = tf.unique(tf.reshape(addresses, [-1]))
+            features = self.entry_features(tf.gather(encoded.entries, drawn))
+            return gather_entries(features, tf.reshape(position, tf.shape(addresses)))
         return gather_entries(encoded, addresses)
 
     def address_prior(self, encoded: Any) -> tfd.Categorical:
@@ -150,7 +183,7 @@ class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
         address_seed, z_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         q_a = addressing.address_posterior(encoded.embeddings, query_embeddings, visible)
         p_a = addressing.address_prior(encoded.embeddings, self.prior_query, visible)
-        addresses = tf.cast(q_a.sample(num_samples, seed=address_seed), tf.int32)  # [K, B]
+        addresses = addressing.sample_addresses(q_a, num_samples, address_seed)  # [K, B]
 
         entries = self.read(encoded, addresses)
         q_z = self.z_posterior(x_features, entries)
@@ -177,7 +210,7 @@ class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
     def sample(self, encoded: Any, num_samples: int | tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         """Draws from p(x | M): {"images": float32 [N, S, S, 1], "addresses": int32 [N]}."""
         address_seed, z_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        addresses = tf.cast(self.address_prior(encoded).sample(num_samples, seed=address_seed), tf.int32)
+        addresses = addressing.sample_addresses(self.address_prior(encoded), num_samples, address_seed)
         return {"images": self.sample_at(encoded, addresses, z_seed), "addresses": addresses}
 
     def sample_at(self, encoded: Any, addresses: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
