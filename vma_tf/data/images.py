@@ -93,3 +93,34 @@ def batch_dataset(
         .map(batch_at, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+# Perturbations of the copies `tiled_images` makes beyond the first.
+TILE_MAX_SHIFT = 2
+TILE_FLIP_RATE = 0.01
+
+
+def tiled_images(images: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A set of `size` images made of images uint8 [N, S, S] in {0, 1}, for memories larger than a
+    test split: (uint8 [size, S, S], the index in `images` of each one's source, int64 [size]).
+
+    The first N are the images themselves; every later copy of an image is shifted by up to
+    TILE_MAX_SHIFT pixels in each direction (the vacated border blank) and has TILE_FLIP_RATE of
+    its pixels flipped, so copies are distinct images of the same character. Deterministic in seed.
+    """
+    count, side = len(images), images.shape[1]
+    sources = np.arange(size) % count
+    tiled = images[sources].copy()
+    rng = np.random.default_rng([seed, size])
+    for start in range(count, size, count):
+        block = tiled[start : start + count]
+        shifts = rng.integers(-TILE_MAX_SHIFT, TILE_MAX_SHIFT + 1, size=(len(block), 2))
+        for dy, dx in {tuple(s) for s in shifts}:
+            chosen = np.all(shifts == (dy, dx), axis=1)
+            shifted = np.zeros_like(block[chosen])
+            shifted[:, max(dy, 0) : side + min(dy, 0), max(dx, 0) : side + min(dx, 0)] = block[
+                chosen, max(-dy, 0) : side + min(-dy, 0), max(-dx, 0) : side + min(-dx, 0)
+            ]
+            block[chosen] = shifted
+        block ^= (rng.random(block.shape) < TILE_FLIP_RATE).astype(np.uint8)
+    return tiled, sources

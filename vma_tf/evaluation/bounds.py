@@ -89,16 +89,21 @@ def streamed_sums(
 
 
 class BoundEvaluator:
-    """Evaluates K-sample bounds of one model, encoding each context once per call."""
+    """Evaluates K-sample bounds of one model: given a memory (encoded once per call), or given a
+    memory encoded once by `encode` and queried many times by `bound`."""
 
     def __init__(self, model: GenerativeModel, pairs_per_call: int = DEFAULT_PAIRS_PER_CALL):
         self.model = model
         self.pairs_per_call = pairs_per_call
         self._sums = tf.function(self._encode_and_sum, reduce_retracing=True)
+        self._sums_encoded = tf.function(self._sum, reduce_retracing=True)
+        self._encode = tf.function(model.encode_context, reduce_retracing=True)
+
+    def _sum(self, x, encoded, num_samples, seed, visible):
+        return streamed_sums(self.model, x, encoded, num_samples, self.pairs_per_call, seed, visible)
 
     def _encode_and_sum(self, x, context, num_samples, seed, visible):
-        encoded = self.model.encode_context(context)
-        return streamed_sums(self.model, x, encoded, num_samples, self.pairs_per_call, seed, visible)
+        return self._sum(x, self.model.encode_context(context), num_samples, seed, visible)
 
     def __call__(
         self,
@@ -111,11 +116,23 @@ class BoundEvaluator:
         """Bounds for targets x [B, H, W, 1] given the batch's memory [M, H, W, 1] (read only by a
         model that reads a context; each target reads the entries visible bool [B, M] shows, None:
         all), with stateless seed int32 [2]."""
-        context = context_for(self.model, memory)
-        sums = {
-            name: value.numpy().astype(np.float64)
-            for name, value in self._sums(x, context, tf.constant(num_samples, tf.int32), seed, visible).items()
-        }
+        sums = self._sums(x, context_for(self.model, memory), tf.constant(num_samples, tf.int32), seed, visible)
+        return self._estimate(sums, num_samples)
+
+    def encode(self, memory: tf.Tensor | None):
+        """The model's encoding of memory [M, H, W, 1], for many `bound` calls."""
+        return self._encode(context_for(self.model, memory))
+
+    def bound(
+        self, x: tf.Tensor, encoded, num_samples: int, seed: tf.Tensor, visible: tf.Tensor | None = None
+    ) -> BoundEstimate:
+        """Like calling the evaluator, with the memory already encoded by `encode`."""
+        return self._estimate(
+            self._sums_encoded(x, encoded, tf.constant(num_samples, tf.int32), seed, visible), num_samples
+        )
+
+    def _estimate(self, sums: dict[str, tf.Tensor], num_samples: int) -> BoundEstimate:
+        sums = {name: value.numpy().astype(np.float64) for name, value in sums.items()}
         return BoundEstimate(
             nll=-(sums["log_sum_w"] - math.log(num_samples)),
             elbo=-sums["sum_log_w"] / num_samples,
