@@ -1,15 +1,24 @@
-"""Train-step speed of a configuration, and where the time goes; writes JSON.
+"""Train-step speed of a configuration, where the time goes, and how it scales with |M|; writes JSON.
 
     python bench/train_speed.py --flagfile=omniglot.flags --data_dir=../shared/data \
         --output=bench/results/train_speed.json
 
-Times `--bench_steps` real train steps one by one after `--warmup_steps`, and reports
-the median steps/s. The breakdown times, on one fixed episode, the input pipeline, the
-memory encoder alone, the forward pass, forward + backward, and the full step; then a TF
-profiler trace of the full step gives self-time per op type.
+`paper_config` (the flagfile's configuration): `--bench_steps` real train steps timed one by one
+after `--warmup_steps` (median steps/s, targets/s); the floating-point operations of one step
+(every conv, transposed conv and matmul of the compiled step and its gradient, counted from the
+graph's static shapes; elementwise ops are left out) and the achieved FLOP/s, beside this
+machine's peak measured in the same run: a large matmul and a large conv.
+`breakdown_ms` times, on one fixed episode, the input pipeline, the memory encoder alone, the
+forward pass, forward + backward and the full step; a TF profiler trace gives self-time per op.
+`per_target_memory`: the work of the public PyTorch VMA, every target with its own memory of
+8 classes x 4 images (32 targets read 1,024 entries through a block-diagonal visibility mask).
+`memory_sweep`: VMA (K = 4), soft attention (K = 1) and the VAE at each of `--sweep_memory_sizes`
+with the paper's 32 targets: |M| = 16 is 8 classes x 2 images, larger memories 4 images of each
+target class and of |M|/4 - 8 confounding classes.
 """
 
 import dataclasses
+import gc
 import glob
 import json
 import os
@@ -25,10 +34,17 @@ from absl import app, flags  # noqa: E402
 
 import train as train_entry  # noqa: E402  (defines the training flags)
 from vma_tf import tasks, training  # noqa: E402
+from vma_tf.config import RunConfig  # noqa: E402
+from vma_tf.data import episodes, omniglot  # noqa: E402
+from vma_tf.data.episodes import Episode  # noqa: E402
 from vma_tf.models import context_for  # noqa: E402
+from vma_tf.seeds import seed_for  # noqa: E402
 
 flags.DEFINE_integer("warmup_steps", 30, "Steps run before timing.")
 flags.DEFINE_integer("bench_steps", 200, "Steps timed.")
+flags.DEFINE_list("sweep_memory_sizes", ["16", "48", "128", "512", "2048"], "|M| of the memory sweep.")
+flags.DEFINE_list("sweep_models", ["vma", "soft_attention", "vae"], "Models of the memory sweep.")
+flags.DEFINE_integer("sweep_steps", 20, "Steps timed per point of the sweep and for the per-target memory.")
 flags.DEFINE_string("output", "bench/results/train_speed.json", "Where the JSON goes.")
 FLAGS = flags.FLAGS
 
@@ -60,6 +76,132 @@ def op_type_profile(step_fn, steps: int = 10) -> dict[str, float]:
         values = dict(zip(columns, [cell.get("v") if cell else None for cell in row["c"]]))
         totals[values["type"]] = totals.get(values["type"], 0.0) + values["total_self_time"] / 1000 / steps
     return dict(sorted(totals.items(), key=lambda item: -item[1])[:12])
+
+
+_FLOP_OPS = {"Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul", "BatchMatMulV2", "BatchMatMulV3"}
+
+
+def _static(shape: tf.TensorShape) -> list[int] | None:
+    return shape.as_list() if shape.is_fully_defined() else None
+
+
+def _op_flops(op) -> int:
+    """Multiply-adds x 2 of one conv or matmul op; 0 for any other op or unknown shapes."""
+    if op.type.startswith("Conv2D"):
+        # Forward, input gradient and filter gradient each cost 2 x (output or out_backprop
+        # elements) x kh x kw x in_channels (per output channel term), read off the filter.
+        out_backprop = op.inputs[2] if op.type != "Conv2D" else None
+        output = _static(out_backprop.shape if out_backprop is not None else op.outputs[0].shape)
+        filter_shape = (
+            _static(op.inputs[1].shape) if op.type != "Conv2DBackpropFilter" else None
+        )
+        if op.type == "Conv2DBackpropFilter":
+            filter_shape = _static(op.outputs[0].shape)
+        if output is None or filter_shape is None:
+            return 0
+        kh, kw, in_channels, _ = filter_shape
+        return 2 * int(np.prod(output)) * kh * kw * in_channels
+    if op.type in _FLOP_OPS:
+        a, b = _static(op.inputs[0].shape), _static(op.inputs[1].shape)
+        if a is None or b is None:
+            return 0
+        transpose_a = op.get_attr("transpose_a" if op.type == "MatMul" else "adj_x")
+        transpose_b = op.get_attr("transpose_b" if op.type == "MatMul" else "adj_y")
+        rows, inner = (a[-1], a[-2]) if transpose_a else (a[-2], a[-1])
+        cols = b[-2] if transpose_b else b[-1]
+        return 2 * int(np.prod(a[:-2], dtype=np.int64)) * rows * inner * cols
+    return 0
+
+
+def count_flops(concrete_function) -> int:
+    """FLOPs of the convs and matmuls of a concrete function, its nested functions included."""
+    graph = concrete_function.graph
+    total = sum(_op_flops(op) for op in graph.get_operations())
+    for function in graph._functions.values():  # cond branches, while bodies, nested calls
+        total += sum(_op_flops(op) for op in function.graph.get_operations()) if hasattr(function, "graph") else 0
+    return total
+
+
+def peak_flops_per_sec() -> dict[str, float]:
+    """This machine's FLOP/s on a large matmul and a large 3x3 conv (the median of 5 runs)."""
+    a, b = tf.random.normal([2048, 2048]), tf.random.normal([2048, 2048])
+    images, kernel = tf.random.normal([64, 32, 32, 128]), tf.random.normal([3, 3, 128, 128])
+    matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    conv = tf.function(lambda: tf.reduce_sum(tf.nn.conv2d(images, kernel, 1, "SAME")))
+    return {
+        "peak_matmul_flops_per_sec": 2 * 2048**3 / (median_ms(lambda: matmul().numpy(), 5) / 1000),
+        "peak_conv_flops_per_sec": 2 * 64 * 32 * 32 * 128 * 9 * 128 / (median_ms(lambda: conv().numpy(), 5) / 1000),
+    }
+
+
+def timed_steps(trainer: training.Trainer, batches, warmup: int, steps: int) -> float:
+    """Median steps/s of `steps` train steps after `warmup`, cycling through the given batches."""
+    batches = iter(batches)
+    for _ in range(warmup):
+        trainer.train_step(next(batches))
+    times = []
+    for _ in range(steps):
+        batch = next(batches)
+        start = time.perf_counter()
+        trainer.train_step(batch)
+        trainer.step.numpy()
+        times.append(time.perf_counter() - start)
+    return 1.0 / float(np.median(times))
+
+
+def _cycle(items):
+    while True:
+        yield from items
+
+
+def per_target_memory_batches(config: RunConfig, count: int) -> list[Episode]:
+    """Batches of the public PyTorch VMA's work: each of the episode config's B targets reads its own
+    memory of classes_per_batch classes x memory_per_class images (its class among them): the
+    context holds the B memories one after another and `visible` shows each target its own."""
+    shape = config.episodes
+    images = tf.constant(omniglot.load_splits(config.data)["train"].images)
+    one_target = dataclasses.replace(shape, targets_per_class=1)
+    per_memory = shape.classes_per_batch * shape.memory_per_class
+    batch_size = shape.batch_size
+    visible = tf.repeat(tf.eye(batch_size, dtype=tf.bool), per_memory, axis=1)  # [B, B * per_memory]
+    batches = []
+    for index in range(count):
+        drawn = [episodes.sample_episode(images, one_target, seed_for(1, index, target))
+                 for target in range(batch_size)]
+        batches.append(Episode(
+            targets=tf.concat([e.targets[:1] for e in drawn], 0),
+            target_labels=tf.concat([e.target_labels[:1] for e in drawn], 0),
+            memory=tf.concat([e.memory for e in drawn], 0),
+            memory_labels=tf.concat([e.memory_labels for e in drawn], 0),
+            visible=visible,
+        ))
+    return batches
+
+
+def sweep_config(config: RunConfig, model: str, memory_size: int) -> RunConfig:
+    """The paper's batch of 32 targets (8 classes x 4) with a memory of memory_size images."""
+    per_class = 2 if memory_size < 32 else 4
+    episodes_config = dataclasses.replace(
+        config.episodes, classes_per_batch=8, targets_per_class=4, memory_per_class=per_class,
+        confounding_classes=memory_size // per_class - 8,
+    )
+    num_samples = 4 if model == "vma" else 1  # the paper's K of each
+    return dataclasses.replace(
+        config,
+        episodes=episodes_config,
+        model=dataclasses.replace(config.model, name=model, memory="few_shot"),
+        train=dataclasses.replace(config.train, num_samples=num_samples),
+    )
+
+
+def sweep_point(config: RunConfig) -> float:
+    task = tasks.build_task(config)
+    image_size, dataset_from = task.training_data()
+    trainer = training.Trainer(config, image_size, task)
+    steps_per_sec = timed_steps(trainer, iter(dataset_from(0)), 3, FLAGS.sweep_steps)
+    del trainer
+    gc.collect()
+    return steps_per_sec
 
 
 def main(argv):
@@ -103,15 +245,25 @@ def main(argv):
         trainer.train_step(episode)
         trainer.step.numpy()
 
+    step_fn = trainer.train_step.get_concrete_function(episode)
+    flops_per_step = count_flops(step_fn)
+    steps_per_sec = 1.0 / float(np.median(step_times))
+    batch_size = int(episode.targets.shape[0])
     result = {
-        "median_steps_per_sec": 1.0 / float(np.median(step_times)),
-        "mean_steps_per_sec": len(step_times) / float(np.sum(step_times)),
-        "p90_step_ms": 1000 * float(np.percentile(step_times, 90)),
-        "bench_steps": FLAGS.bench_steps,
-        "model": config.model.name,
-        "batch_size": int(episode.targets.shape[0]),
-        "memory_size": int(episode.memory.shape[0]),
-        "num_samples": num_samples,
+        "paper_config": {
+            "steps_per_sec": steps_per_sec,
+            "targets_per_sec": steps_per_sec * batch_size,
+            "flops_per_step": flops_per_step,
+            "achieved_flops_per_sec": flops_per_step * steps_per_sec,
+            **peak_flops_per_sec(),
+            "mean_steps_per_sec": len(step_times) / float(np.sum(step_times)),
+            "p90_step_ms": 1000 * float(np.percentile(step_times, 90)),
+            "bench_steps": FLAGS.bench_steps,
+            "model": config.model.name,
+            "batch_size": batch_size,
+            "memory_size": int(episode.memory.shape[0]),
+            "num_samples": num_samples,
+        },
         "breakdown_ms": {
             "input_pipeline_per_episode": median_ms(lambda: next(iterator)),
             "memory_encoder_forward": median_ms(encoders),
@@ -120,14 +272,59 @@ def main(argv):
             "full_step": median_ms(full_step),
         },
         "op_type_self_ms_per_step": op_type_profile(full_step),
-        "run_config": dataclasses.asdict(config),
-        "tensorflow": tf.__version__,
-        "cpu_count": os.cpu_count(),
     }
+    paper = result["paper_config"]
+    paper["fraction_of_conv_peak"] = paper["achieved_flops_per_sec"] / paper["peak_conv_flops_per_sec"]
+
+    per_target = per_target_memory_batches(config, 4)
+    per_target_steps = timed_steps(trainer, _cycle(per_target), 3, FLAGS.sweep_steps)
+    result["per_target_memory"] = {
+        "steps_per_sec": per_target_steps,
+        "targets_per_sec": per_target_steps * batch_size,
+        "memory_per_target": int(per_target[0].memory.shape[0]) // batch_size,
+        "context_size": int(per_target[0].memory.shape[0]),
+        "flops_per_step": count_flops(trainer.train_step.get_concrete_function(per_target[0])),
+        "pytorch_reference_targets_per_sec": 28.0,
+    }
+
+    result["memory_sweep"] = []
+    for model_name in FLAGS.sweep_models:
+        for memory_size in (int(m) for m in FLAGS.sweep_memory_sizes):
+            point_config = sweep_config(config, model_name, memory_size)
+            steps = sweep_point(point_config)
+            result["memory_sweep"].append({
+                "model": model_name,
+                "memory_size": memory_size,
+                "steps_per_sec": steps,
+                "targets_per_sec": steps * point_config.episodes.batch_size,
+                "num_samples": point_config.train.num_samples,
+            })
+            print(json.dumps(result["memory_sweep"][-1]), flush=True)
+    result.update({"run_config": dataclasses.asdict(config), "tensorflow": tf.__version__, "cpu_count": os.cpu_count()})
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     with open(FLAGS.output, "w") as f:
         json.dump(result, f, indent=2)
-    print(json.dumps(result, indent=2))
+    print_tables(result)
+
+
+def print_tables(result: dict) -> None:
+    paper, per_target = result["paper_config"], result["per_target_memory"]
+    print(f"paper config: {paper['steps_per_sec']:.2f} steps/s, {paper['targets_per_sec']:.0f} targets/s; "
+          f"{paper['flops_per_step'] / 1e9:.2f} GFLOP/step = {paper['achieved_flops_per_sec'] / 1e9:.1f} GFLOP/s "
+          f"({100 * paper['fraction_of_conv_peak']:.0f}% of the conv peak {paper['peak_conv_flops_per_sec'] / 1e9:.1f};"
+          f" matmul peak {paper['peak_matmul_flops_per_sec'] / 1e9:.1f})")
+    ratio = per_target["targets_per_sec"] / per_target["pytorch_reference_targets_per_sec"]
+    print(f"a memory per target ({per_target['memory_per_target']} images): {per_target['steps_per_sec']:.2f} steps/s, "
+          f"{per_target['targets_per_sec']:.0f} targets/s = {ratio:.1f}x the PyTorch VMA's 28")
+    sizes = sorted({row["memory_size"] for row in result["memory_sweep"]})
+    models = list(dict.fromkeys(row["model"] for row in result["memory_sweep"]))
+    speed = {(row["model"], row["memory_size"]): row["steps_per_sec"] for row in result["memory_sweep"]}
+    print("steps/s  " + "".join(f"{'|M|=' + str(size):>11}" for size in sizes))
+    for model in models:
+        print(f"{model:<15}" + "".join(f"{speed.get((model, size), float('nan')):>11.2f}" for size in sizes))
+    if {"vma", "soft_attention"} <= set(models):
+        print("vma / soft   " + "".join(f"{speed[('vma', size)] / speed[('soft_attention', size)]:>11.2f}"
+                                        for size in sizes))
 
 
 if __name__ == "__main__":

@@ -162,8 +162,15 @@ class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
         return addressing.address_posterior(encoded.embeddings, self.target_features(x)[1])
 
     def log_weights_in_context(self, x, context, num_samples, seed, visible=None) -> LogWeights:
-        """The training path: the nets run once over targets and memory together."""
-        x_features, query_embeddings, encoded = self.features(x, self.memory_or_learned(context))
+        """The training path. With more memory entries than the K x B reads (known statically), every
+        entry is embedded but decoder features are computed for the drawn entries only; otherwise
+        the nets run once over targets and memory together."""
+        memory = self.memory_or_learned(context)
+        reads = num_samples * x.shape[0] if isinstance(num_samples, int) and x.shape[0] is not None else None
+        if reads is not None and (memory.shape[0] or 0) > reads:
+            encoded = CompactMemory(self.embed_memory(memory), memory)
+            return self.log_weights(x, encoded, num_samples, seed, visible)
+        x_features, query_embeddings, encoded = self.features(x, memory)
         return self._log_weights(x, x_features, query_embeddings, encoded, num_samples, seed, visible)
 
     def log_weights(self, x, encoded, num_samples, seed, visible=None) -> LogWeights:
