@@ -123,6 +123,14 @@ LOAD_WITHOUT_PACKAGE = textwrap.dedent("""
     for name, output in (("address_posterior", "probs"), ("attention", "weights")):
         if name in model.signatures:
             results[name] = model.signatures[name](x=tf.constant(data["x"]), **memory)[output].numpy()
+    if "encode_memory" in model.signatures:  # the same queries against a memory encoded once
+        encoded = model.signatures["encode_memory"](**memory)
+        results["encoded_nll"] = model.signatures["log_likelihood_encoded"](
+            x=tf.constant(data["x"]), num_samples=tf.constant(50), **encoded)["nll_nats"].numpy()
+        results["encoded_images1"] = model.signatures["sample_encoded"](
+            num_samples=tf.constant(9), seed=tf.constant(1), **encoded)["images"].numpy()
+        results["encoded_address_posterior"] = model.signatures["address_posterior_encoded"](
+            x=tf.constant(data["x"]), **encoded)["probs"].numpy()
     np.savez(outputs, **results)
     try:
         import vma_tf  # noqa: F401
@@ -154,6 +162,11 @@ def test_the_export_round_trips_through_plain_tensorflow(model, tmp_path):
         expected_signatures.add("address_posterior")
         probs = model.address_posterior(tf.constant(x), encoded).probs_parameter().numpy()
         np.testing.assert_allclose(loaded["address_posterior"], probs, atol=1e-5)
+        expected_signatures |= {"encode_memory", "sample_encoded", "log_likelihood_encoded",
+                                "address_posterior_encoded"}
+        np.testing.assert_allclose(loaded["encoded_address_posterior"], probs, atol=1e-5)
+        np.testing.assert_allclose(loaded["encoded_nll"], loaded["nll"], rtol=1e-5)
+        np.testing.assert_array_equal(loaded["encoded_images1"], loaded["images1"])
     if isinstance(model, AttendingMemory):
         expected_signatures.add("attention")
         np.testing.assert_allclose(loaded["attention"], model.attention(tf.constant(x), encoded).numpy(), atol=1e-5)

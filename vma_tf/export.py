@@ -13,6 +13,12 @@ pseudo-input, and a conditional GMN refuses an empty one with InvalidArgumentErr
     address_posterior(x, [memory]) -> probs float32[B,M]      (addressed models: q(a|x))
     attention(x, memory) -> weights float32[B,M]               (soft attention and GMN, at the mean of q(z|x))
     serving_default = sample
+An addressed model that reads a memory (VMA) also exports its compact encoding, so that a service
+encodes a large memory once and queries it many times (memory and time per query linear in M):
+    encode_memory(memory) -> embeddings float32[M,E], entries float32[M,H,W,1]
+    sample_encoded(embeddings, entries, num_samples, seed), log_likelihood_encoded(x, embeddings,
+    entries, num_samples), address_posterior_encoded(x, embeddings, entries): as above, given
+    encode_memory's outputs instead of the memory's images.
     min_memory_size: an int32 variable, the fewest memory images the signatures accept (0: GMN with
     a pseudo-input samples and scores without any).
 Images are in [0, 1] with ink = 1, H = W = the model's image size.
@@ -27,7 +33,7 @@ import tensorflow as tf
 
 from vma_tf import checkpoints
 from vma_tf.evaluation.bounds import DEFAULT_PAIRS_PER_CALL, streamed_sums
-from vma_tf.models import AddressedMemory, AttendingMemory, GenerativeModel
+from vma_tf.models import AddressedMemory, AttendingMemory, CompactMemory, GenerativeModel
 
 SAVED_MODEL_DIR = "saved_model"
 LOG_LIKELIHOOD_SEED = (0, 0)
@@ -48,53 +54,83 @@ class ServingModule(tf.Module):
         self.image_shape = images = [None, image_size, image_size, 1]
         x = tf.TensorSpec(images, tf.float32, name="x")
         num_samples, seed = _scalar_spec("num_samples"), _scalar_spec("seed")
-        # A model without a memory input gets the same functions with memory=None bound in.
-        memory = [tf.TensorSpec(images, tf.float32, name="memory")] if model.reads_context else []
+        # How each family of signatures gets the model's encoding of the memory: from images, from
+        # a CompactMemory that encode_memory returned (suffix "_encoded"), or from nothing.
+        memory_inputs = {"": ([], lambda: model.encode_context(None))}
+        if model.reads_context:
+            memory_inputs[""] = (
+                [tf.TensorSpec(images, tf.float32, name="memory")],
+                lambda memory: model.encode_context(self._checked(memory)),
+            )
+        if model.reads_context and isinstance(model, AddressedMemory):
+            embed_dim = model.encode_context(tf.zeros([1, image_size, image_size, 1])).embeddings.shape[-1]
+            self.embeddings_shape = [None, embed_dim]
+            memory_inputs["_encoded"] = (
+                [tf.TensorSpec(self.embeddings_shape, tf.float32, name="embeddings"),
+                 tf.TensorSpec(images, tf.float32, name="entries")],
+                self._compact_memory,
+            )
 
-        exported = {
-            "sample": self._function(self._sample, [], memory, [num_samples, seed]),
-            "log_likelihood": self._function(self._log_likelihood, [x], memory, [num_samples]),
-        }
-        if isinstance(model, AddressedMemory):
-            exported["address_posterior"] = self._function(self._address_posterior, [x], memory, [])
-        if isinstance(model, AttendingMemory):
-            exported["attention"] = self._function(self._attention, [x], memory, [])
+        exported = {}
+        for suffix, (memory, to_encoded) in memory_inputs.items():
+            exported.update({
+                f"sample{suffix}": self._function(self._sample, [], memory, [num_samples, seed], to_encoded),
+                f"log_likelihood{suffix}": self._function(self._log_likelihood, [x], memory, [num_samples], to_encoded),
+            })
+            if isinstance(model, AddressedMemory):
+                exported[f"address_posterior{suffix}"] = self._function(
+                    self._address_posterior, [x], memory, [], to_encoded
+                )
+            if isinstance(model, AttendingMemory):
+                exported[f"attention{suffix}"] = self._function(self._attention, [x], memory, [], to_encoded)
+        if "_encoded" in memory_inputs:
+            exported["encode_memory"] = tf.function(self._encode_memory, input_signature=memory_inputs[""][0])
         for name, function in exported.items():
             setattr(self, name, function)
         self.signature_names = tuple(exported)
 
     @staticmethod
-    def _function(method, before: list[tf.TensorSpec], memory: list[tf.TensorSpec], after: list[tf.TensorSpec]):
-        """A tf.function of method(*before, memory, *after), memory being None when the model takes none."""
-        if memory:
-            return tf.function(method, input_signature=[*before, *memory, *after])
-        count = len(before)
-        return tf.function(lambda *args: method(*args[:count], None, *args[count:]), input_signature=[*before, *after])
+    def _function(method, before: list[tf.TensorSpec], memory: list[tf.TensorSpec], after: list[tf.TensorSpec],
+                  to_encoded):
+        """A tf.function of method(*before, encoded, *after), encoded = to_encoded(*memory inputs)."""
+        count, memory_count = len(before), len(memory)
 
-    def _checked(self, images: tf.Tensor | None) -> tf.Tensor | None:
+        def call(*args):
+            encoded = to_encoded(*args[count : count + memory_count])
+            return method(*args[:count], encoded, *args[count + memory_count :])
+
+        return tf.function(call, input_signature=[*before, *memory, *after])
+
+    def _checked(self, images: tf.Tensor) -> tf.Tensor:
         # Signatures called through `model.signatures[...]` check dtypes but not shapes; this
         # turns a wrong rank or size into InvalidArgumentError before any layer sees the input.
-        return None if images is None else tf.ensure_shape(images, self.image_shape)
+        return tf.ensure_shape(images, self.image_shape)
 
-    def _encoded(self, memory: tf.Tensor | None):
-        return self.model.encode_context(self._checked(memory))
+    def _compact_memory(self, embeddings: tf.Tensor, entries: tf.Tensor) -> CompactMemory:
+        embeddings, entries = tf.ensure_shape(embeddings, self.embeddings_shape), self._checked(entries)
+        tf.debugging.assert_equal(tf.shape(embeddings)[0], tf.shape(entries)[0],
+                                  message="embeddings and entries must have one row per memory entry")
+        return CompactMemory(embeddings, entries)
 
-    def _sample(self, memory, num_samples, seed):
-        drawn = self.model.sample(self._encoded(memory), num_samples, tf.stack([seed, 0]))
+    def _encode_memory(self, memory):
+        encoded = self.model.encode_context(self._checked(memory))
+        return {"embeddings": encoded.embeddings, "entries": encoded.entries}
+
+    def _sample(self, encoded, num_samples, seed):
+        drawn = self.model.sample(encoded, num_samples, tf.stack([seed, 0]))
         return {name: tf.cast(value, tf.int32 if value.dtype.is_integer else tf.float32)
                 for name, value in drawn.items()}
 
-    def _log_likelihood(self, x, memory, num_samples):
+    def _log_likelihood(self, x, encoded, num_samples):
         seed = tf.constant(LOG_LIKELIHOOD_SEED, tf.int32)
-        sums = streamed_sums(self.model, self._checked(x), self._encoded(memory), num_samples, self.pairs_per_call,
-                             seed)
+        sums = streamed_sums(self.model, self._checked(x), encoded, num_samples, self.pairs_per_call, seed)
         return {"nll_nats": -(sums["log_sum_w"] - tf.math.log(tf.cast(num_samples, tf.float32)))}
 
-    def _address_posterior(self, x, memory):
-        return {"probs": self.model.address_posterior(self._checked(x), self._encoded(memory)).probs_parameter()}
+    def _address_posterior(self, x, encoded):
+        return {"probs": self.model.address_posterior(self._checked(x), encoded).probs_parameter()}
 
-    def _attention(self, x, memory):
-        return {"weights": self.model.attention(self._checked(x), self._encoded(memory))}
+    def _attention(self, x, encoded):
+        return {"weights": self.model.attention(self._checked(x), encoded)}
 
 
 def export_saved_model(model, image_size: int, directory: str) -> str:

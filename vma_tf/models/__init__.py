@@ -15,6 +15,7 @@ from vma_tf.config import ModelConfig
 from vma_tf.models.base import (
     AddressedMemory,
     AttendingMemory,
+    CompactMemory,
     GenerativeModel,
     LogWeights,
     MemoryReader,
@@ -31,6 +32,7 @@ __all__ = [
     "REGISTRY",
     "AddressedMemory",
     "AttendingMemory",
+    "CompactMemory",
     "GenerativeModel",
     "LogWeights",
     "MemoryReader",

@@ -17,8 +17,8 @@ Capabilities beyond that are mixins that consumers test for, never model names:
 - `MemoryReader`: the model reads individual memory entries and can say which entries explain
   x (`entry_posterior`), which is what few-shot classification and the addressing figures use.
 - `AddressedMemory` (a MemoryReader): a discrete address a with q(a|x), p(a) and
-  `read(encoded, addresses)`, which gathers per-entry decoder features only for the drawn
-  addresses.
+  `read(encoded, addresses)`, which computes per-entry decoder features only for the drawn
+  addresses; its encoding is a `CompactMemory` (embeddings and the entries).
 - `AttendingMemory` (a MemoryReader): a soft read with attention weights.
 - `learned_memory`: a memory the model trains itself (a variable), or None.
 """
@@ -121,8 +121,17 @@ class MemoryReader:
         raise NotImplementedError
 
 
+class CompactMemory(NamedTuple):
+    """A memory as addressing needs it: embeddings float32 [M, E] and the entries [M, ...]
+    themselves (images or vectors), from which a read computes the drawn entries' features."""
+
+    embeddings: tf.Tensor
+    entries: tf.Tensor
+
+
 class AddressedMemory(MemoryReader):
-    """A discrete address a over the memory entries (VMA)."""
+    """A discrete address a over the memory entries (VMA). Its `encode_context` returns a
+    CompactMemory, so an encoding costs E floats per entry and can be kept for many queries."""
 
     def address_posterior(self, x: tf.Tensor, encoded: Any) -> tfd.Categorical:
         """q(a | x, M) for x [B, H, W, 1]: batch [B], event [], values in range(M)."""

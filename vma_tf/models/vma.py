@@ -28,21 +28,13 @@ import tensorflow_probability as tfp
 
 from vma_tf import addressing, nets
 from vma_tf.config import ModelConfig
-from vma_tf.models.base import AddressedMemory, GenerativeModel, LogWeights, broadcast_to_samples
+from vma_tf.models.base import AddressedMemory, CompactMemory, GenerativeModel, LogWeights, broadcast_to_samples
 
 tfd = tfp.distributions
 
 
 # Memory entries embedded per chunk by `encode_context`: bounds the embedder's activations.
 EMBEDDING_CHUNK = 1024
-
-
-class CompactMemory(NamedTuple):
-    """A memory as addressing needs it: embeddings float32 [M, E] and the entries [M, ...]
-    themselves (images or vectors), from which a read computes the drawn entries' features."""
-
-    embeddings: tf.Tensor
-    entries: tf.Tensor
 
 
 def gather_entries(encoded: NamedTuple, addresses: tf.Tensor) -> NamedTuple:
