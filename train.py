@@ -12,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from vma_tf.config import (  # noqa: E402
+    STRATEGIES,
     DataConfig,
     EpisodeConfig,
     ModelConfig,
@@ -140,6 +141,12 @@ flags.DEFINE_enum(
     "Keras dtype policy; distributions stay float32. mixed_float16 is for GPUs.",
 )
 flags.DEFINE_bool("jit_compile", TrainConfig.jit_compile, "XLA-compile the step (slower on CPU, try on GPU).")
+flags.DEFINE_enum(
+    "strategy",
+    TrainConfig.strategy,
+    list(STRATEGIES),
+    "tf.distribute: one device, every local device (mirrored), or the hosts of TF_CONFIG (multi_worker).",
+)
 flags.DEFINE_float(
     "clip_global_norm", TrainConfig.clip_global_norm, "Clip the gradient to this global norm; 0: no clipping."
 )

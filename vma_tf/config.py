@@ -107,6 +107,9 @@ class ModelConfig:
     gmn_prior_hops: int = 1
 
 
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """The optimisation and bookkeeping of one run; `logdir` holds all of its state.
@@ -117,6 +120,9 @@ class TrainConfig:
     batch_size: targets per step with a "recall" or "learned" memory (few-shot episodes set
       their own: classes x targets per class).
     weight_decay: L2 coefficient on every trainable variable but a learned memory.
+    strategy: "default" (one device), "mirrored" (every local GPU, or CPU device, one replica
+      each) or "multi_worker" (hosts described by TF_CONFIG); each batch's targets are split
+      across the replicas and every replica reads the whole memory.
     """
 
     logdir: str
@@ -133,6 +139,7 @@ class TrainConfig:
     image_summary_every: int = 1000
     mixed_precision: str = "float32"
     jit_compile: bool = False
+    strategy: str = "default"
     export: bool = True
     clip_global_norm: float = 0.0
     max_nonfinite_steps: int = 10

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import tempfile
 import threading
 import time
 
@@ -96,6 +97,46 @@ def _validate_model(config: RunConfig) -> None:
         raise UserInputError(f"--mlp_units must be a list of positive integers, got {list(model.mlp_units)}")
 
 
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The tf.distribute strategy `name` (config.STRATEGIES) names. "mirrored" takes every local GPU,
+    or every logical CPU device when there is no GPU (one unless configured otherwise)."""
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's files: always, but on a multi-worker cluster's
+    non-chief workers (TF_CONFIG's "chief", or worker 0 when there is none)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not cluster:
+        return True
+    if "chief" in cluster:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def replica_share(batch: Episode, replica: tf.Tensor, replicas: int) -> Episode:
+    """Replica `replica`'s contiguous 1/replicas of the batch's targets (and their rows of `visible`);
+    every replica reads the whole memory."""
+    size = batch.targets.shape[0]
+    if size % replicas:
+        raise UserInputError(f"a batch of {size} targets cannot be split evenly across {replicas} replicas")
+
+    def share(values: tf.Tensor) -> tf.Tensor:
+        return tf.gather(tf.reshape(values, [replicas, size // replicas, *values.shape[1:]]), replica)
+
+    return batch._replace(
+        targets=share(batch.targets),
+        target_labels=share(batch.target_labels),
+        visible=None if batch.visible is None else share(batch.visible),
+    )
+
+
 def weight_decay_variables(model: keras.Model) -> list[tf.Variable]:
     """The variables L2 weight decay applies to: every trainable one but a learned memory
     (the paper's "all parameters with the exception of M")."""
@@ -123,46 +164,80 @@ class Trainer:
         train = config.train
         keras.mixed_precision.set_global_policy(train.mixed_precision)
         keras.utils.set_random_seed(train.seed)
-        self.model = build_model(dataclasses.replace(config.model, image_size=image_size))
-        # The step's metrics, in nats: the loss, the reconstruction term and the model's diagnostics.
-        self.metric_names = ("loss_nats", "recon_nats", *self.model.DIAGNOSTICS)
-        optimizer = keras.optimizers.Adam(train.learning_rate)
-        if train.mixed_precision == "mixed_float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        self.optimizer = optimizer
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.optimizer.build(self.model.trainable_variables)
+        self.strategy = make_strategy(train.strategy)
+        self.is_chief = is_chief(self.strategy)
+        with self.strategy.scope():
+            self.model = build_model(dataclasses.replace(config.model, image_size=image_size))
+            # The step's metrics, in nats: the loss, the reconstruction term and the model's diagnostics.
+            self.metric_names = ("loss_nats", "recon_nats", *self.model.DIAGNOSTICS)
+            optimizer = keras.optimizers.Adam(train.learning_rate)
+            if train.mixed_precision == "mixed_float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            self.optimizer = optimizer
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            self.optimizer.build(self.model.trainable_variables)
+            self.nonfinite_in_a_row = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_in_a_row")
+            self._longest_nonfinite_run = tf.Variable(0, dtype=tf.int64, trainable=False, name="longest_nonfinite")
+            self._sums = tf.Variable(tf.zeros([len(self.metric_names)]), trainable=False, name="metric_sums")
+            self._count = tf.Variable(0.0, trainable=False, name="metric_count")
+            self._skipped = tf.Variable(0.0, trainable=False, name="skipped_steps")
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, checkpoints.checkpoint_dir(train.logdir), max_to_keep=train.max_checkpoints
-        )
-        self.nonfinite_in_a_row = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_in_a_row")
-        self._sums = tf.Variable(tf.zeros([len(self.metric_names)]), trainable=False, name="metric_sums")
-        self._count = tf.Variable(0.0, trainable=False, name="metric_count")
-        self._skipped = tf.Variable(0.0, trainable=False, name="skipped_steps")
+        # Every worker saves (a save may need them all); only the chief's checkpoints are the run's.
+        directory = checkpoints.checkpoint_dir(train.logdir)
+        if not self.is_chief:
+            directory = os.path.join(tempfile.gettempdir(), f"vma_tf-worker-{os.getpid()}")
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=train.max_checkpoints)
+        self._run_directory = checkpoints.checkpoint_dir(train.logdir)
         self.train_step = tf.function(self._train_step, jit_compile=train.jit_compile)
         self.write_images = tf.function(self._write_images)
 
     def restore(self) -> int:
-        """Restores the latest checkpoint, if any; returns the step to continue from."""
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        """Restores the run's latest checkpoint, if any; returns the step to continue from."""
+        latest = tf.train.latest_checkpoint(self._run_directory)
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
         return int(self.step.numpy())
 
-    def _train_step(self, batch: Episode) -> tf.Tensor:
-        """One step; returns how many steps in a row, this one included, were skipped as non-finite."""
+    def _replica_step(self, batch: Episode, seed: tf.Tensor) -> tuple[tf.Tensor, list, tf.Tensor]:
+        """One replica's share of a step: (its loss, its gradients, its metrics [len(metric_names)]),
+        each scaled by the replica's fraction of the batch's scored targets, so that their sums over
+        the replicas are the step's loss, gradient and metric means."""
+        train = self.config.train
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync
+        if replicas > 1:
+            batch = replica_share(batch, context.replica_id_in_sync_group, replicas)
+            seed = tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
+        with tf.GradientTape() as tape:
+            loss, bound, record = self.task.loss(self.model, batch, seed)
+            share = 1.0
+            if replicas > 1:
+                scored = tf.cast(tf.shape(bound)[0], tf.float32)
+                share = scored / context.all_reduce(tf.distribute.ReduceOp.SUM, scored)
+                loss *= share
+            if train.weight_decay:
+                loss += objectives.l2_penalty(weight_decay_variables(self.model), train.weight_decay) / replicas
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, self.model.trainable_variables)
+        values = {"loss_nats": -tf.reduce_mean(bound), "recon_nats": -tf.reduce_mean(record.log_likelihood)}
+        values.update({name: tf.reduce_mean(value) for name, value in record.diagnostics.items()})
+        return loss, gradients, tf.stack([values[name] for name in self.metric_names]) * share
+
+    def _train_step(self, batch: Episode) -> None:
+        """One step under the strategy: the replicas' losses, gradients and metrics are summed."""
         train = self.config.train
         seed = seed_for(train.seed, self.step, _MODEL_STREAM)
         variables = self.model.trainable_variables
         if train.poison_steps:
             poisoned = tf.reduce_any(tf.equal(self.step + 1, tf.constant(train.poison_steps, tf.int64)))
             batch = batch._replace(targets=tf.where(poisoned, float("nan"), batch.targets))
-        with tf.GradientTape() as tape:
-            loss, bound, record = self.task.loss(self.model, batch, seed)
-            if train.weight_decay:
-                loss += objectives.l2_penalty(weight_decay_variables(self.model), train.weight_decay)
-            scaled_loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled_loss, variables)
+        loss, gradients, stacked = self.strategy.run(self._replica_step, args=(batch, seed))
+        if self.strategy.num_replicas_in_sync > 1:
+            def total(value):
+                return None if value is None else self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+
+            loss, stacked = total(loss), total(stacked)
+            gradients = [total(gradient) for gradient in gradients]
         # With mixed_float16 the loss-scale optimizer itself skips steps whose scaled gradient
         # overflows (and lowers the scale); everywhere else a non-finite gradient skips the step.
         # One norm serves both: it is non-finite when any gradient is (or when they are so large
@@ -181,17 +256,22 @@ class Trainer:
         tf.cond(finite, apply, lambda: tf.constant(False))
         self.step.assign_add(1)
         self.nonfinite_in_a_row.assign(tf.where(finite, tf.constant(0, tf.int64), self.nonfinite_in_a_row + 1))
+        # Kept in the graph and read by the loop only every few steps: a host read per step would
+        # stall a GPU's pipeline.
+        self._longest_nonfinite_run.assign(tf.maximum(self._longest_nonfinite_run, self.nonfinite_in_a_row))
         self._skipped.assign_add(1.0 - tf.cast(finite, tf.float32))
         tf.summary.scalar("train/skipped_nonfinite", self._skipped, step=self.step)
 
-        values = {"loss_nats": -tf.reduce_mean(bound), "recon_nats": -tf.reduce_mean(record.log_likelihood)}
-        values.update({name: tf.reduce_mean(value) for name, value in record.diagnostics.items()})
-        stacked = tf.stack([values[name] for name in self.metric_names])
         self._sums.assign_add(tf.where(finite, stacked, tf.zeros_like(stacked)))
         self._count.assign_add(tf.cast(finite, tf.float32))
-        for name, value in values.items():
+        for name, value in zip(self.metric_names, tf.unstack(stacked)):
             tf.summary.scalar(f"train/{name}", value, step=self.step)
-        return self.nonfinite_in_a_row
+
+    def read_longest_nonfinite_run(self) -> int:
+        """The most non-finite steps in a row since the last call; resets the count."""
+        longest = int(self._longest_nonfinite_run.numpy())
+        self._longest_nonfinite_run.assign(self.nonfinite_in_a_row)
+        return longest
 
     def _write_images(self, batch: Episode) -> None:
         """Image grids of targets, the memory (when its entries are images), reconstructions and
@@ -238,47 +318,60 @@ def train(config: RunConfig) -> dict[str, float]:
 
     trainer = Trainer(config, image_size, task)
     start = trainer.restore()
-    checkpoints.write_run_config(config)
+    chief = trainer.is_chief
     metrics_path = os.path.join(train_config.logdir, "metrics.jsonl")
-    _drop_metrics_after(metrics_path, start)
+    if chief:
+        checkpoints.write_run_config(config)
+        _drop_metrics_after(metrics_path, start)
     if start >= train_config.steps:
         logger.info("step %d already reached in %s", start, train_config.logdir)
-        _export(config)
+        if chief:
+            _export(config)
         return {}
     logger.info("training from step %d to %d in %s", start, train_config.steps, train_config.logdir)
 
     dataset = dataset_from(start)
-    writer = tf.summary.create_file_writer(train_config.logdir)
+    writer = tf.summary.create_file_writer(train_config.logdir) if chief else tf.summary.create_noop_writer()
     window_start, window_steps, metrics = time.perf_counter(), 0, {}
     stop_signal = _StopSignal()
+
+    def check_divergence(step: int) -> None:
+        longest = trainer.read_longest_nonfinite_run()
+        if train_config.max_nonfinite_steps and longest >= train_config.max_nonfinite_steps:
+            raise RunDivergedError(
+                f"step {step}: the loss or its gradient was not finite for {longest} steps in a row "
+                f"(--max_nonfinite_steps); kept the last checkpoint, {trainer.manager.latest_checkpoint}"
+            )
+
     with writer.as_default(), tf.summary.record_if(
         lambda: tf.equal(trainer.step % train_config.log_every, 0)
     ), stop_signal:
         for step, episode in enumerate(dataset.take(train_config.steps - start), start=start + 1):
-            nonfinite_in_a_row = trainer.train_step(episode)
+            trainer.train_step(episode)
             window_steps += 1
-            if train_config.max_nonfinite_steps and int(nonfinite_in_a_row) >= train_config.max_nonfinite_steps:
-                raise RunDivergedError(
-                    f"step {step}: the loss or its gradient was not finite for {int(nonfinite_in_a_row)} steps in "
-                    f"a row (--max_nonfinite_steps); kept the last checkpoint, {trainer.manager.latest_checkpoint}"
-                )
+            logs = step % train_config.log_every == 0 or step == start + 1
+            saves = step % train_config.checkpoint_every == 0 or step == train_config.steps
+            if logs or saves or stop_signal.received:
+                check_divergence(step)
             if stop_signal.received:
                 trainer.manager.save(checkpoint_number=step)
                 raise RunInterruptedError(stop_signal.received, step)
-            if step % train_config.image_summary_every == 0 or step == start + 1:
+            if chief and (step % train_config.image_summary_every == 0 or step == start + 1):
                 trainer.write_images(episode)
-            if step % train_config.log_every == 0 or step == start + 1:
+            if logs:
                 elapsed = time.perf_counter() - window_start
                 metrics = {"step": step, **trainer.read_metrics(), "steps_per_sec": window_steps / elapsed}
                 tf.summary.scalar("train/steps_per_sec", metrics["steps_per_sec"], step=step)
                 _log_progress(metrics, train_config.steps, trainer.model.DIAGNOSTICS)
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(metrics) + "\n")
+                if chief:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(metrics) + "\n")
                 window_start, window_steps = time.perf_counter(), 0
-            if step % train_config.checkpoint_every == 0 or step == train_config.steps:
+            if saves:
                 trainer.manager.save(checkpoint_number=step)
     writer.flush()
-    _export(config)
+    if chief:
+        _export(config)
     return metrics
 
 
