@@ -52,6 +52,11 @@ flags.DEFINE_list(
     [str(value) for value in EvalConfig.sweep_shots],
     "memory_sweep B: images per class with every test class in memory.",
 )
+flags.DEFINE_list(
+    "sweep_tiled_sizes",
+    [str(value) for value in EvalConfig.sweep_tiled_sizes],
+    "memory_sweep B past the test split: memories of the test images tiled to these sizes (VMA).",
+)
 flags.DEFINE_integer(
     "sweep_memories", EvalConfig.sweep_memories, "memory_sweep: draws per point (shared by all points)."
 )
@@ -76,7 +81,7 @@ flags.DEFINE_integer("sample_rows", EvalConfig.sample_rows, "samples: rows of ea
 flags.DEFINE_integer("samples_per_row", EvalConfig.samples_per_row, "samples: samples from p(x|M) per memory image.")
 
 FLAGS = flags.FLAGS
-_INTEGER_LISTS = ("classes", "shots", "sweep_classes", "sweep_shots")
+_INTEGER_LISTS = ("classes", "shots", "sweep_classes", "sweep_shots", "sweep_tiled_sizes")
 
 
 def eval_config() -> EvalConfig:

@@ -30,7 +30,7 @@ SMALL = [
 # The same, for calls in this process (an eval.py run spends ~10 s starting TensorFlow).
 SMALL_CONFIG = EvalConfig(
     num_importance_samples=20, num_episodes=2, num_sequences=2, classes=(1, 4), shots=(1, 5, 19),
-    sweep_classes=(1, 4, 144), sweep_shots=(1, 19), sweep_memories=1, sweep_targets=4,
+    sweep_classes=(1, 4, 144), sweep_shots=(1, 19), sweep_tiled_sizes=(6000,), sweep_memories=1, sweep_targets=4,
     classification_episodes=4, iw_samples=4, sample_rows=3, samples_per_row=4,
 )
 
@@ -101,6 +101,10 @@ def test_every_mode_runs_on_a_smoke_model(name, mode, smoke_run, baseline_runs, 
         assert result["by_classes"][1]["optimal_reference_nats"] == pytest.approx(first + np.log(4))
         if name == "vae":  # reads no memory: every point scores the same targets alike
             assert result["by_classes"][0]["nll_nats"] == pytest.approx(result["by_classes"][2]["nll_nats"])
+        # Past the test split (2,736 images) only a compact memory goes: VMA's.
+        tiled = result["by_tiled_size"]
+        assert [p["memory_size"] for p in tiled] == ([6000] if name == "vma" else [])
+        assert all(np.isfinite(p["nll_nats"]) and p["num_targets"] == 4 for p in tiled)
         _assert_png(str(tmp_path / "memory_sweep.png"))
     elif mode == "classification":
         assert set(result["tasks"]) == {"5way1shot", "5way5shot", "20way1shot", "20way5shot"}

@@ -256,6 +256,14 @@ def test_addresses_are_drawn_by_inverse_cdf_with_the_right_frequencies():
     assert prior.shape == (7,)
 
 
+@pytest.mark.parametrize("batch", [(), (3,)], ids=["shared", "per-target"])
+def test_address_log_probs_are_gathered_like_the_categoricals_own(batch):
+    distribution = tfp.distributions.Categorical(logits=tf.random.stateless_normal([*batch, 50], [1, 2]) * 3)
+    addresses = addressing.sample_addresses(distribution, 6, tf.constant([5, 6]))
+    np.testing.assert_allclose(addressing.log_prob_at(distribution, addresses).numpy(),
+                               distribution.log_prob(addresses).numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_untied_model_has_a_second_embedding_net():
     def count(tie):
         return sum(v.numpy().size for v in build_model(ModelConfig(**SMALL, tie_embeddings=tie)).trainable_variables)

@@ -65,3 +65,15 @@ def sample_addresses(distribution: tfd.Categorical, num_samples: int | tf.Tensor
     drawn = tf.searchsorted(cumulative, uniform * cumulative[:, -1:], side="right")  # [R, K]
     drawn = tf.minimum(drawn, tf.shape(rows)[-1] - 1)  # u * total rounding up to the total itself
     return tf.reshape(tf.transpose(drawn), tf.concat([[num_samples], batch_shape], axis=0))
+
+
+def log_prob_at(distribution: tfd.Categorical, addresses: tf.Tensor) -> tf.Tensor:
+    """log p(a) of addresses int32 [K, ...] under a Categorical of batch [...] (or batch [], shared):
+    float32 [K, ...]. Gathered from one log-softmax per row, O(|M| + K); the Categorical's own
+    log_prob broadcasts its logits to [K, ..., |M|]."""
+    log_probs = tf.nn.log_softmax(distribution.logits_parameter())
+    if log_probs.shape.rank == 1:
+        return tf.gather(log_probs, addresses)
+    rows = tf.reshape(log_probs, [-1, tf.shape(log_probs)[-1]])  # [R, M]
+    columns = tf.transpose(tf.reshape(addresses, [tf.shape(addresses)[0], -1]))  # [R, K]
+    return tf.reshape(tf.transpose(tf.gather(rows, columns, batch_dims=1)), tf.shape(addresses))

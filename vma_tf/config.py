@@ -156,7 +156,9 @@ class EvalConfig:
     (0: the run's |M|). classes, shots, num_sequences: the `conditional` table (C, n, and sequences of
     20 images per C). sweep_classes, sweep_fixed_shots: `memory_sweep` A; sweep_shots: B, with
     every test class in memory; sweep_memories draws of sweep_targets targets per point (A:
-    drawings of one class per draw; B: one drawing of each of that many classes).
+    drawings of one class per draw; B: one drawing of each of that many classes);
+    sweep_tiled_sizes: B's points past the test split, memories of the test images tiled to that
+    size (`data.images.tiled_images`), for models whose memory encodes compactly.
     classification_tasks: "<N>way<k>shot" names; classification_episodes, queries_per_class,
     iw_samples (K of the importance-weighted p(c|x)). sample_rows, samples_per_row: `samples`.
     """
@@ -174,6 +176,7 @@ class EvalConfig:
     sweep_shots: tuple[int, ...] = (1, 2, 4, 8, 16, 19)
     sweep_memories: int = 32
     sweep_targets: int = 4
+    sweep_tiled_sizes: tuple[int, ...] = (10_000, 30_000, 100_000)
     classification_tasks: tuple[str, ...] = ("5way1shot", "5way5shot", "20way1shot", "20way5shot")
     classification_episodes: int = 1000
     queries_per_class: int = 1

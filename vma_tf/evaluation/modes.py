@@ -193,6 +193,8 @@ def memory_sweep(model, test: CharacterSet, run: RunConfig, config: EvalConfig) 
         _check_episode(test, classes, config.sweep_targets + config.sweep_fixed_shots, f"--sweep_classes={classes}")
     for shots in config.sweep_shots:
         _check_episode(test, max(test.num_classes, config.sweep_targets), shots + 1, f"--sweep_shots={shots}")
+    if config.sweep_tiled_sizes and min(config.sweep_tiled_sizes) < 1:
+        raise UserInputError(f"--sweep_tiled_sizes must be positive, got {list(config.sweep_tiled_sizes)}")
     evaluator = BoundEvaluator(model, config.pairs_per_call)
     by_classes = [
         _memory_point(evaluator, test, config, classes, config.sweep_fixed_shots, 1, config.sweep_targets)
@@ -205,13 +207,48 @@ def memory_sweep(model, test: CharacterSet, run: RunConfig, config: EvalConfig) 
         _memory_point(evaluator, test, config, test.num_classes, shots, config.sweep_targets, 1)
         for shots in config.sweep_shots
     ]
+    # Past the test split, only a memory that encodes compactly fits (soft attention and GMN keep
+    # per-entry feature maps of every entry).
+    by_tiled_size = (
+        [_tiled_memory_point(evaluator, test, config, size) for size in config.sweep_tiled_sizes]
+        if isinstance(model, AddressedMemory) else []
+    )
     return {
         "by_classes": by_classes,
         "by_shots": by_shots,
+        "by_tiled_size": by_tiled_size,
         "diagnostics": list(model.DIAGNOSTICS),
         "fixed_shots": config.sweep_fixed_shots,
         "num_test_classes": test.num_classes,
         "num_importance_samples": config.num_importance_samples,
+    }
+
+
+def _tiled_memory_point(evaluator: BoundEvaluator, test: CharacterSet, config: EvalConfig, size: int) -> dict:
+    """B past the test split: a memory of `size` images, the test images tiled (every copy after the
+    first shifted and with flipped pixels), encoded once. Each draw's targets are one drawing of
+    each of its first sweep_targets classes, and each target reads every entry but its own image
+    and that image's copies (a mask), so the memory holds the other drawings of its class, many
+    times over, and everything else."""
+    flat = flat_images.flattened(test)
+    tiled, sources = flat_images.tiled_images(flat, size, config.seed)
+    encoded = evaluator.encode(_image_batch(tiled[None]))
+    del tiled
+    estimates = []
+    for draw in range(config.sweep_memories):
+        order, drawings = _sweep_orders(test, config, draw)
+        targeted = order[: config.sweep_targets]
+        own_image = targeted * test.images_per_class + drawings[targeted, 0]  # indices into `flat`
+        visible = tf.constant(sources[None, :] != own_image[:, None])  # [targets, size]
+        estimates.append(evaluator.bound(_image_batch(flat[own_image][:, None]), encoded,
+                                         config.num_importance_samples, _seed(config, _MODEL_STREAM, draw), visible))
+    mean, stderr = _mean_and_stderr(np.concatenate([e.nll for e in estimates]))
+    return {
+        "memory_size": size,
+        "nll_nats": mean,
+        "nll_stderr": stderr,
+        **_diagnostic_means(evaluator.model, estimates),
+        "num_targets": int(sum(e.nll.size for e in estimates)),
     }
 
 

@@ -187,7 +187,16 @@ def memory_sweep_markdown(result: dict) -> str:
          *(f"{p[name]:.2f}" for name in names)]
         for p in result["by_shots"]
     ]
+    by_tiled_size = [
+        ["tiled", str(p["memory_size"]), f"{p['nll_nats']:.1f} ± {p['nll_stderr']:.1f}",
+         *(f"{p[name]:.2f}" for name in names)]
+        for p in result.get("by_tiled_size", [])
+    ]
     labels = [DIAGNOSTIC_LABELS.get(name, name) for name in names]
+    tiled_note = (
+        "\nRows \"tiled\": the test images tiled to |M| (copies shifted by up to 2 pixels, 1% of pixels "
+        "flipped); each target reads every entry but its own image's copies.\n" if by_tiled_size else ""
+    )
     return (
         _header(result)
         + f"K = {result['num_importance_samples']}. Every point uses the same draws of targets and classes, so "
@@ -196,7 +205,8 @@ def memory_sweep_markdown(result: dict) -> str:
         + f"## A: classes in memory, {result['fixed_shots']} images each\n\n"
         + _table(["classes", "|M|", "NLL (nats)", "optimal: NLL(C=1) + log C", *labels], by_classes)
         + f"\n## B: all {result['num_test_classes']} test classes in memory\n\n"
-        + _table(["images per class", "|M|", "NLL (nats)", *labels], by_shots)
+        + _table(["images per class", "|M|", "NLL (nats)", *labels], by_shots + by_tiled_size)
+        + tiled_note
     )
 
 
@@ -273,10 +283,13 @@ def memory_sweep_figure(result: dict, path: str) -> None:
     left.set(xscale="log", xlabel="classes in memory", ylabel="NLL (nats)",
              title=f"A: {result['fixed_shots']} images per class")
     left.legend()
-    shots = [p["shots"] for p in result["by_shots"]]
-    right.errorbar(shots, [p["nll_nats"] for p in result["by_shots"]],
-                   yerr=[p["nll_stderr"] for p in result["by_shots"]], marker="o")
-    right.set(xlabel="images per class in memory", ylabel="NLL (nats)",
+    points = result["by_shots"] + result.get("by_tiled_size", [])
+    right.errorbar([p["memory_size"] for p in points], [p["nll_nats"] for p in points],
+                   yerr=[p["nll_stderr"] for p in points], marker="o")
+    if result.get("by_tiled_size"):
+        right.axvline(result["by_shots"][-1]["memory_size"], color="gray", linestyle=":", label="tiled beyond")
+        right.legend()
+    right.set(xscale="log", xlabel="|M| (images in memory)", ylabel="NLL (nats)",
               title=f"B: all {result['num_test_classes']} test classes in memory")
     figure.tight_layout()
     figure.savefig(path, dpi=100)

@@ -191,8 +191,9 @@ class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
         likelihood = self.likelihood(z, entries)
 
         log_likelihood = likelihood.log_prob(x)
-        log_posterior_a = q_a.log_prob(addresses)
-        log_weights = log_likelihood + p_z.log_prob(z) - q_z.log_prob(z) + p_a.log_prob(addresses) - log_posterior_a
+        log_posterior_a = addressing.log_prob_at(q_a, addresses)
+        log_prior_a = addressing.log_prob_at(p_a, addresses)
+        log_weights = log_likelihood + p_z.log_prob(z) - q_z.log_prob(z) + log_prior_a - log_posterior_a
         return LogWeights(
             log_weights=log_weights,
             log_likelihood=log_likelihood,
