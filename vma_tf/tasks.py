@@ -68,15 +68,31 @@ class Task:
         LogWeights). A target that sees fewer entries than the model needs (x_1 of a sequence, for
         a model without a pseudo-input) is not scored."""
         train = self.run.train
-        targets, visible = batch.targets, batch.visible
-        if visible is not None and model.min_context_size:
-            scored = tf.reduce_sum(tf.cast(visible, tf.int32), axis=1) >= model.min_context_size
-            targets, visible = tf.boolean_mask(targets, scored), tf.boolean_mask(visible, scored)
+        # Every target goes through the model, so that the batch keeps its static size (a model may
+        # choose its computation by it); the unscored ones are dropped from the record afterwards.
         record = model.log_weights_in_context(
-            targets, context_for(model, batch.memory), train.num_samples, seed, visible
+            batch.targets, context_for(model, batch.memory), train.num_samples, seed, batch.visible
         )
+        if batch.visible is not None and model.min_context_size:
+            scored = tf.reduce_sum(tf.cast(batch.visible, tf.int32), axis=1) >= model.min_context_size
+            record = scored_targets(record, scored)
         loss, bound = objectives.bound_loss(record, train.vimco_baseline)
         return loss, bound, record
+
+
+def scored_targets(record: LogWeights, scored: tf.Tensor) -> LogWeights:
+    """The record of the targets that scored bool [B] keeps: every per-sample field [K, B', ...] but
+    `likelihood`, which still covers all B targets."""
+    def keep(values: tf.Tensor | None) -> tf.Tensor | None:
+        return None if values is None else tf.boolean_mask(values, scored, axis=1)
+
+    return record._replace(
+        log_weights=keep(record.log_weights),
+        log_likelihood=keep(record.log_likelihood),
+        score_log_prob=keep(record.score_log_prob),
+        diagnostics={name: keep(value) for name, value in record.diagnostics.items()},
+        reads=keep(record.reads),
+    )
 
 
 class FewShotTask(Task):
