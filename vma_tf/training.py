@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -372,6 +373,8 @@ def train(config: RunConfig) -> dict[str, float]:
     writer.flush()
     if chief:
         _export(config)
+    else:
+        shutil.rmtree(trainer.manager.directory, ignore_errors=True)  # a worker's own checkpoints
     return metrics
 
 
