@@ -30,8 +30,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-import train as train_entry  # noqa: E402  (defines the model and data flags)
 from vma_tf import checkpoints, tasks  # noqa: E402
+from vma_tf.cli import train as train_entry  # noqa: E402  (defines the training flags)
 from vma_tf.config import EvalConfig  # noqa: E402
 from vma_tf.data import images as flat_images  # noqa: E402
 from vma_tf.evaluation.bounds import BoundEvaluator  # noqa: E402

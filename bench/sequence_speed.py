@@ -21,8 +21,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-import train as train_entry  # noqa: E402  (defines the training flags)
 from vma_tf import objectives, tasks, training  # noqa: E402
+from vma_tf.cli import train as train_entry  # noqa: E402  (defines the training flags)
 from vma_tf.models import build_model, context_for  # noqa: E402
 
 flags.DEFINE_integer("repeats", 10, "Timed steps of each variant.")

@@ -32,8 +32,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-import train as train_entry  # noqa: E402  (defines the training flags)
 from vma_tf import tasks, training  # noqa: E402
+from vma_tf.cli import train as train_entry  # noqa: E402  (defines the training flags)
 from vma_tf.config import RunConfig  # noqa: E402
 from vma_tf.data import episodes, omniglot  # noqa: E402
 from vma_tf.data.episodes import Episode  # noqa: E402

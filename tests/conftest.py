@@ -51,10 +51,12 @@ def cache_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def smoke_run(data_dir, cache_dir, tmp_path_factory) -> str:
-    """The logdir of `train.py --flagfile=smoke.flags --steps=150`, trained once per session."""
+    """The logdir of `train.py --flagfile=smoke.flags --steps=150`, trained once per session (given
+    the data folder relative to the working directory, as a user would)."""
     logdir = str(tmp_path_factory.mktemp("smoke") / "run")
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "train.py"), "--flagfile=smoke.flags", f"--data_dir={data_dir}",
+        [sys.executable, os.path.join(REPO, "train.py"), "--flagfile=smoke.flags",
+         f"--data_dir={os.path.relpath(data_dir, REPO)}",
          f"--cache_dir={cache_dir}", f"--logdir={logdir}", "--steps=150"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )

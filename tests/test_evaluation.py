@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -12,12 +13,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import REPO, checkpoint_digest
+from markdown_it import MarkdownIt
 from PIL import Image
 
 from vma_tf.config import DataConfig, EvalConfig
 from vma_tf.data import omniglot
 from vma_tf.errors import UserInputError
-from vma_tf.evaluation import classification, runner
+from vma_tf.evaluation import classification, reports, runner
 from vma_tf.models import REGISTRY
 
 # Every mode shrunk to seconds; the defaults are the papers' protocols.
@@ -51,6 +53,43 @@ def _assert_png(path):
         assert image.format == "PNG" and min(image.size) > 100
 
 
+def rendered_tables(markdown: str) -> list[list[list[str]]]:
+    """Every table of `markdown` as a GitHub-style renderer sees it: rows of cell texts, header first.
+    Asserts that each table keeps its header's column count and loses no number of its source."""
+    tokens = MarkdownIt("commonmark").enable("table").parse(markdown)
+    tables, row = [], None
+    for token in tokens:
+        if token.type == "table_open":
+            tables.append([])
+        elif token.type == "tr_open":
+            row = []
+        elif token.type == "tr_close":
+            tables[-1].append(row)
+        elif token.type == "inline" and row is not None and tables and token.level > 0:
+            row.append(token.content)
+    delimiter_rows = [line for line in markdown.splitlines() if re.fullmatch(r"\|(---\|)+", line)]
+    assert len(tables) == len(delimiter_rows), "a table does not render"
+    source_numbers = re.findall(r"\d+\.\d+", "\n".join(
+        line for line in markdown.splitlines() if line.startswith("|")))
+    rendered_numbers = [n for table in tables for r in table for cell in r for n in re.findall(r"\d+\.\d+", cell)]
+    assert rendered_numbers == source_numbers, "a cell's value is lost"
+    for table in tables:
+        assert all(len(r) == len(table[0]) for r in table)
+    return tables
+
+
+def test_markdown_tables_escape_bars_in_cells():
+    result = {
+        "meta": {"mode": "classification", "logdir": "runs/x|y", "checkpoint_step": 1, "split": "45_5",
+                 "image_size": 26, "seed": 0, "runtime_sec": 1.0},
+        "tasks": {"5way1shot": {"accuracy": 0.9, "ci95": 0.01, "accuracy_iw": 0.92, "ci95_iw": 0.02}},
+        "episodes": 4, "queries_per_class": 1, "iw_samples": 4,
+    }
+    [table] = rendered_tables(reports.classification_markdown(result))
+    assert table[0] == ["task", "p(c|x) from the entry posterior", "importance-weighted", "paper, q(a|x)"]
+    assert table[1] == ["5way1shot", "0.900 ± 0.010", "0.920 ± 0.020", "0.91"]
+
+
 def _trained(name, smoke_run, baseline_runs):
     return smoke_run if name == "vma" else baseline_runs[name]
 
@@ -77,7 +116,8 @@ def test_every_mode_runs_on_a_smoke_model(name, mode, smoke_run, baseline_runs, 
     with open(str(tmp_path / f"{mode}.md")) as f:
         report = f.read()
     assert report.startswith(f"# eval.py --mode={mode}")
-    assert "| " in report or (mode, name) == ("samples", "vae")  # a VAE's samples have a figure only
+    tables = rendered_tables(report)
+    assert tables or (mode, name) == ("samples", "vae")  # a VAE's samples have a figure only
     assert result["meta"]["split"] == "45_5" and result["meta"]["model"] == name
     assert result["meta"]["checkpoint_step"] == (150 if name == "vma" else 40)
     assert checkpoint_digest(logdir) == before  # evaluation only reads the checkpoints
@@ -91,6 +131,7 @@ def test_every_mode_runs_on_a_smoke_model(name, mode, smoke_run, baseline_runs, 
         assert set(result["diagnostics"]) == set(REGISTRY[name].architectures["conv"].DIAGNOSTICS)
         assert all(name in result for name in result["diagnostics"])
     elif mode == "conditional":
+        _assert_png(str(tmp_path / "conditional.png"))
         assert set(result["table"]) == {"1", "4"}
         assert all(set(row) == {"1", "5", "19"} for row in result["table"].values())
         assert all(np.isfinite(v) and v > 0 for row in result["table"].values() for v in row.values())
@@ -107,6 +148,7 @@ def test_every_mode_runs_on_a_smoke_model(name, mode, smoke_run, baseline_runs, 
         assert all(np.isfinite(p["nll_nats"]) and p["num_targets"] == 4 for p in tiled)
         _assert_png(str(tmp_path / "memory_sweep.png"))
     elif mode == "classification":
+        _assert_png(str(tmp_path / "classification.png"))
         assert set(result["tasks"]) == {"5way1shot", "5way5shot", "20way1shot", "20way5shot"}
         for task in result["tasks"].values():
             # 4 episodes of `ways` queries: accuracies are whole counts of right answers.
@@ -123,6 +165,23 @@ def test_every_mode_runs_on_a_smoke_model(name, mode, smoke_run, baseline_runs, 
             assert all(p == sorted(p, reverse=True) and sum(p) <= 1 + 1e-3 for p in result["top5_probabilities"])
         for figure in figures:
             _assert_png(str(tmp_path / figure))
+
+
+@pytest.mark.slow
+def test_curves_draw_the_training_metrics(smoke_run, tmp_path):
+    logdir = tmp_path / "run"
+    logdir.mkdir()
+    shutil.copy(os.path.join(smoke_run, "config.json"), logdir)
+    with open(os.path.join(smoke_run, "metrics.jsonl")) as f:
+        rows = f.read()
+    (logdir / "metrics.jsonl").write_text(rows + '{"step": 151, "loss_n')  # torn by a crash mid-write
+    assert runner.training_curves(str(logdir)) == str(logdir / "eval" / "curves.png")
+    _assert_png(str(logdir / "eval" / "curves.png"))
+    (logdir / "metrics.jsonl").write_text('{"step": 1, "loss_n\n' + rows)
+    with pytest.raises(UserInputError, match="metrics.jsonl: line 1 is not JSON"):
+        runner.training_curves(str(logdir))
+    with pytest.raises(UserInputError, match=f"no training metrics in {tmp_path}: .* is missing"):
+        runner.training_curves(str(tmp_path))
 
 
 @pytest.mark.slow

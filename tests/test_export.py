@@ -84,6 +84,16 @@ def test_sample_py_draws_a_grid_from_a_users_images(saved_model, data_dir, tmp_p
         width, height = grid.size
     assert height == 3 * (S + 2) * 2  # one row per memory image
     assert width % ((S + 2) * 2) == 0 and width >= 2 * (S + 2) * 2
+    # Each image alone as the memory, rows of equal length; the output's folder is made.
+    output = tmp_path / "new" / "folder" / "grid.png"
+    result = subprocess.run(
+        [*sample, f"--memory={tmp_path}/*.png,{tmp_path}/mine.jpg", "--samples_per_image=5", "--zoom=2",
+         f"--output={output}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with Image.open(output) as grid:
+        assert grid.size == (6 * (S + 2) * 2, 3 * (S + 2) * 2)
 
     (tmp_path / "notes.png").write_text("not an image")
     result = subprocess.run([*sample, f"--memory={tmp_path}/notes.png", f"--output={output}"],

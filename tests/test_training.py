@@ -84,7 +84,7 @@ def train_main_in_process(args: list[str]) -> str:
     this process and reset afterwards)."""
     from absl import flags
 
-    import train as train_entry
+    from vma_tf.cli import train as train_entry
 
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["train.py", *args])
@@ -114,8 +114,11 @@ def test_rerunning_resumes_step_count_and_weights(name, data_dir, cache_dir, tmp
     run_train(*common, f"--logdir={resumed}", "--steps=6")
     first_weights, first_step = model_weights(resumed)
     assert first_step == 6
-    run_train(*common, f"--logdir={resumed}", "--steps=10")
+    progress = run_train(*common, f"--logdir={resumed}", "--steps=10").stderr
     run_train(*common, f"--logdir={straight}", "--steps=10")
+    # The resumed run's first row times step 7 and its tracing: no ETA from it, one from step 8 on.
+    etas = re.findall(r"step (\d+) .* ETA (\S+)", progress)
+    assert etas[0] == ("7", "—") and all(re.fullmatch(r"\d+:\d\d:\d\d", eta) for _, eta in etas[1:]), etas
 
     steps = [row["step"] for row in read_metrics(resumed)]
     assert steps == list(range(1, 11)), steps  # continues at 7, does not restart at 1
@@ -130,7 +133,7 @@ def test_rerunning_resumes_step_count_and_weights(name, data_dir, cache_dir, tmp
 
 
 @pytest.mark.slow
-def test_smoke_run_improves_the_bound(smoke_run):
+def test_smoke_run_improves_the_bound(smoke_run, data_dir):
     """smoke.flags for 150 steps: the bound improves by > 150 nats from the first step (~470 nats)."""
     logdir = smoke_run
     rows = read_metrics(logdir)
@@ -140,6 +143,18 @@ def test_smoke_run_improves_the_bound(smoke_run):
     assert first["step"] == 1 and last["step"] == 150
     assert first["loss_nats"] > 400  # an untrained Bernoulli decoder: about 676 * log 2 = 469 nats
     assert last["loss_nats"] < first["loss_nats"] - 150, (first, last)
-    assert glob.glob(os.path.join(logdir, "events.out.tfevents.*"))
+    # TensorBoard shows the same window means as metrics.jsonl, and images from the first step on.
+    scalars, image_steps = {}, set()
+    for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag.startswith("train/"):
+                    scalars[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+                elif value.tag == "images/targets":
+                    image_steps.add(event.step)
+    for row in rows:
+        for name in ("loss_nats", "kl_a", "steps_per_sec"):
+            assert scalars[(f"train/{name}", row["step"])] == pytest.approx(row[name], rel=1e-6), (name, row)
+    assert {1, 100} <= image_steps
     with open(os.path.join(logdir, "config.json")) as f:
         assert json.load(f)["train"]["num_samples"] == 4

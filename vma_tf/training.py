@@ -261,12 +261,8 @@ class Trainer:
         # stall a GPU's pipeline.
         self._longest_nonfinite_run.assign(tf.maximum(self._longest_nonfinite_run, self.nonfinite_in_a_row))
         self._skipped.assign_add(1.0 - tf.cast(finite, tf.float32))
-        tf.summary.scalar("train/skipped_nonfinite", self._skipped, step=self.step)
-
         self._sums.assign_add(tf.where(finite, stacked, tf.zeros_like(stacked)))
         self._count.assign_add(tf.cast(finite, tf.float32))
-        for name, value in zip(self.metric_names, tf.unstack(stacked)):
-            tf.summary.scalar(f"train/{name}", value, step=self.step)
 
     def read_longest_nonfinite_run(self) -> int:
         """The most non-finite steps in a row since the last call; resets the count."""
@@ -344,9 +340,9 @@ def train(config: RunConfig) -> dict[str, float]:
                 f"(--max_nonfinite_steps); kept the last checkpoint, {trainer.manager.latest_checkpoint}"
             )
 
-    with writer.as_default(), tf.summary.record_if(
-        lambda: tf.equal(trainer.step % train_config.log_every, 0)
-    ), stop_signal:
+    # The first row after a (re)start times one step and its graph tracing: no ETA from it.
+    first_row = True
+    with writer.as_default(), stop_signal:
         for step, episode in enumerate(dataset.take(train_config.steps - start), start=start + 1):
             trainer.train_step(episode)
             window_steps += 1
@@ -362,8 +358,12 @@ def train(config: RunConfig) -> dict[str, float]:
             if logs:
                 elapsed = time.perf_counter() - window_start
                 metrics = {"step": step, **trainer.read_metrics(), "steps_per_sec": window_steps / elapsed}
-                tf.summary.scalar("train/steps_per_sec", metrics["steps_per_sec"], step=step)
-                _log_progress(metrics, train_config.steps, trainer.model.DIAGNOSTICS)
+                # TensorBoard shows what the console and metrics.jsonl show: means over the window.
+                for name, value in metrics.items():
+                    if name != "step":
+                        tf.summary.scalar(f"train/{name}", value, step=step)
+                _log_progress(metrics, train_config.steps, trainer.model.DIAGNOSTICS, show_eta=not first_row)
+                first_row = False
                 if chief:
                     with open(metrics_path, "a") as f:
                         f.write(json.dumps(metrics) + "\n")
@@ -415,8 +415,12 @@ def _export(config: RunConfig) -> None:
         logger.info("exported %s", export.export_run(config.train.logdir))
 
 
-def _log_progress(metrics: dict[str, float], total_steps: int, diagnostics: tuple[str, ...]) -> None:
-    remaining = (total_steps - metrics["step"]) / max(metrics["steps_per_sec"], 1e-9)
+def _log_progress(metrics: dict[str, float], total_steps: int, diagnostics: tuple[str, ...], show_eta: bool) -> None:
+    """One console line per metrics row; the ETA from the row's steps/s when `show_eta`."""
+    eta = "—"
+    if show_eta:
+        remaining = int((total_steps - metrics["step"]) / max(metrics["steps_per_sec"], 1e-9))
+        eta = f"{remaining // 3600}:{remaining % 3600 // 60:02d}:{remaining % 60:02d}"
     diagnostics = "  ".join(f"{name} {metrics[name]:.3f}" for name in diagnostics)
     logger.info(
         "step %d  loss %.2f nats  recon %.2f  %s  %.2f steps/s  ETA %s",
@@ -425,5 +429,5 @@ def _log_progress(metrics: dict[str, float], total_steps: int, diagnostics: tupl
         metrics["recon_nats"],
         diagnostics,
         metrics["steps_per_sec"],
-        f"{int(remaining) // 3600}:{int(remaining) % 3600 // 60:02d}:{int(remaining) % 60:02d}",
+        eta,
     )

@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from vma_tf.config import DataConfig
-from vma_tf.data import cache
+from vma_tf.data import cache, tfds_source
 from vma_tf.errors import UserInputError
 
 IMAGE_SIZE = 28
@@ -32,7 +32,7 @@ def load_splits(config: DataConfig) -> dict[str, np.ndarray]:
         def build() -> dict[str, np.ndarray]:
             return {split: _read_amat(path, SPLITS[split]) for split, path in paths.items()}
     else:
-        fingerprint = ["tfds:binarized_mnist"]
+        fingerprint = ["tfds:binarized_mnist", "by pixels"]
         build = _from_tfds
     key = hashlib.sha256(repr((_PREPROCESSING_VERSION, fingerprint)).encode()).hexdigest()
     return cache.load_or_build(cache.cache_path(config.cache_dir, "binarized_mnist", key), build)
@@ -65,9 +65,12 @@ def _read_amat(path: str, rows: int) -> np.ndarray:
 def _from_tfds() -> dict[str, np.ndarray]:
     import tensorflow_datasets as tfds
 
-    return {
-        split: np.concatenate([batch["image"][..., 0] for batch in tfds.as_numpy(
-            tfds.load("binarized_mnist", split=split, batch_size=10_000)
+    builder = tfds_source.prepared_builder("binarized_mnist")
+    splits = {}
+    for split in SPLITS:
+        images = np.concatenate([batch["image"][..., 0] for batch in tfds.as_numpy(
+            builder.as_dataset(split=split, batch_size=10_000, shuffle_files=False)
         )]).astype(np.uint8)
-        for split in SPLITS
-    }
+        # TFDS shuffles the examples and keeps no index: a canonical order, by pixels.
+        splits[split] = images[np.argsort(np.array([image.tobytes() for image in images]), kind="stable")]
+    return splits

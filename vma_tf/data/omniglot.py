@@ -10,7 +10,6 @@ Max-pooling keeps images binary and thin strokes visible.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import io
 import os
@@ -21,7 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vma_tf.config import DataConfig
-from vma_tf.data import cache
+from vma_tf.data import cache, tfds_source
 from vma_tf.errors import UserInputError
 
 ARCHIVES = ("images_background", "images_evaluation")
@@ -95,15 +94,16 @@ def load_splits(config: DataConfig) -> dict[str, CharacterSet]:
     if config.data_dir is not None:
         sources = [_locate_archive(config.data_dir, archive) for archive in ARCHIVES]
         fingerprint = [cache.file_fingerprint(path) for path in sources]
-        records = functools.partial(_records_from_archives, sources)
+
+        def build() -> dict[str, np.ndarray]:
+            return _arrays_from_records(_records_from_archives(sources), config.image_size)
     else:
-        fingerprint = ["tfds:omniglot"]
-        records = _records_from_tfds
+        fingerprint = ["tfds:omniglot", "drawings by content"]
+
+        def build() -> dict[str, np.ndarray]:
+            return _by_content(_arrays_from_records(_records_from_tfds(), config.image_size))
     key = hashlib.sha256(repr((_PREPROCESSING_VERSION, config.image_size, fingerprint)).encode()).hexdigest()
-    arrays = cache.load_or_build(
-        cache.cache_path(config.cache_dir, f"omniglot{config.image_size}", key),
-        lambda: _arrays_from_records(records(), config.image_size),
-    )
+    arrays = cache.load_or_build(cache.cache_path(config.cache_dir, f"omniglot{config.image_size}", key), build)
     return _split(arrays, config.split)
 
 
@@ -178,8 +178,7 @@ def _decode_ink(data: bytes, where: str) -> np.ndarray:
 def _records_from_tfds() -> Iterator[_Record]:
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder("omniglot")
-    builder.download_and_prepare()
+    builder = tfds_source.prepared_builder("omniglot")
     alphabet_names = builder.info.features["alphabet"].names
     for tfds_split, archive in (("train", "images_background"), ("test", "images_evaluation")):
         for example in tfds.as_numpy(builder.as_dataset(split=tfds_split)):
@@ -213,6 +212,15 @@ def _arrays_from_records(records: Iterator[_Record], image_size: int) -> dict[st
         "alphabets": np.asarray(alphabets),
         "archives": np.asarray(archives),
     }
+
+
+def _by_content(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The images of each character in the order of their preprocessed pixels' bytes. TFDS stores
+    no drawer and shuffles the examples; this order is TFDS's canonical one (the archives' is by
+    drawer), so each class holds the same images as from the archives, in another order."""
+    pixels = np.array([image.tobytes() for image in arrays["images"]])
+    order = np.lexsort((pixels, arrays["character_ids"]))
+    return {name: values[order] for name, values in arrays.items()}
 
 
 def _split(arrays: dict[str, np.ndarray], split: str) -> dict[str, CharacterSet]:

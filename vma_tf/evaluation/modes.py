@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 from vma_tf import tasks
 from vma_tf.config import EpisodeConfig, EvalConfig, RunConfig
@@ -21,6 +22,7 @@ from vma_tf.data.omniglot import CharacterSet
 from vma_tf.errors import UserInputError
 from vma_tf.evaluation import classification as few_shot
 from vma_tf.evaluation.bounds import BoundEstimate, BoundEvaluator
+from vma_tf.evaluation.progress import progress_bar
 from vma_tf.models import AddressedMemory, MemoryReader
 from vma_tf.seeds import seed_for
 
@@ -62,15 +64,17 @@ def nll(model, test: CharacterSet | np.ndarray, run: RunConfig, config: EvalConf
     batches, description = task.test_batches(test, config, lambda index: _seed(config, _TASK_STREAM, index))
     recall = task.targets_in_memory and isinstance(model, MemoryReader)
     estimates, recalled = [], []
-    for index, batch in enumerate(batches):
-        estimates.append(evaluator(
-            batch.targets, batch.memory, config.num_importance_samples, _seed(config, _MODEL_STREAM, index),
-            batch.visible,
-        ))
-        if recall:
-            probs = model.entry_posterior(batch.targets, model.encode_context(batch.memory))
-            best = tf.gather(batch.memory_labels, tf.argmax(probs, axis=-1))
-            recalled.append(best.numpy() == batch.target_labels.numpy())
+    with progress_bar(len(batches), "nll: test batches") as bar:
+        for index, batch in enumerate(batches):
+            estimates.append(evaluator(
+                batch.targets, batch.memory, config.num_importance_samples, _seed(config, _MODEL_STREAM, index),
+                batch.visible,
+            ))
+            if recall:
+                probs = model.entry_posterior(batch.targets, model.encode_context(batch.memory))
+                best = tf.gather(batch.memory_labels, tf.argmax(probs, axis=-1))
+                recalled.append(best.numpy() == batch.target_labels.numpy())
+            bar.update()
     nll_mean, nll_stderr = _mean_and_stderr(np.concatenate([e.nll for e in estimates]))
     result = {
         "nll_nats": nll_mean,
@@ -116,6 +120,7 @@ def conditional(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -
     scored = [shots for shots in config.shots if shots >= model.min_context_size]
     visible = tf.range(SEQUENCE_LENGTH)[tf.newaxis, :] < tf.constant(scored)[:, tf.newaxis]  # [n's, T]
     table, stderr = {}, {}
+    bar = progress_bar(len(config.classes) * config.num_sequences if scored else 0, "conditional: sequences")
     for classes in config.classes:
         values: dict[int, list[float]] = {shots: [] for shots in config.shots}
         for sequence_index in range(config.num_sequences if scored else 0):
@@ -128,9 +133,11 @@ def conditional(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -
             )
             for shots, nll_nats in zip(scored, estimate.nll):
                 values[shots].append(float(nll_nats))
+            bar.update()
         summaries = {shots: _mean_and_stderr(v) if v else (None, None) for shots, v in values.items()}
         table[str(classes)] = {str(shots): mean for shots, (mean, _) in summaries.items()}
         stderr[str(classes)] = {str(shots): err for shots, (_, err) in summaries.items()}
+    bar.close()
     return {
         "table": table,
         "stderr": stderr,
@@ -158,7 +165,7 @@ def _image_batch(images: np.ndarray) -> tf.Tensor:
 
 def _memory_point(
     evaluator: BoundEvaluator, test: CharacterSet, config: EvalConfig,
-    classes: int, shots: int, target_classes: int, targets_per_class: int,
+    classes: int, shots: int, target_classes: int, targets_per_class: int, bar: tqdm,
 ) -> dict:
     """NLL of the first `targets_per_class` drawings of the first `target_classes` classes of each
     draw, with the next `shots` drawings of the first `classes` classes in memory."""
@@ -171,6 +178,7 @@ def _memory_point(
         targets = test.images[targeted[:, None], drawings[targeted, :targets_per_class]]
         estimates.append(evaluator(_image_batch(targets), _image_batch(memory), config.num_importance_samples,
                                    _seed(config, _MODEL_STREAM, draw)))
+        bar.update()
     mean, stderr = _mean_and_stderr(np.concatenate([e.nll for e in estimates]))
     return {
         "classes": classes,
@@ -196,23 +204,24 @@ def memory_sweep(model, test: CharacterSet, run: RunConfig, config: EvalConfig) 
     if config.sweep_tiled_sizes and min(config.sweep_tiled_sizes) < 1:
         raise UserInputError(f"--sweep_tiled_sizes must be positive, got {list(config.sweep_tiled_sizes)}")
     evaluator = BoundEvaluator(model, config.pairs_per_call)
+    tiled_sizes = config.sweep_tiled_sizes if isinstance(model, AddressedMemory) else ()
+    points = len(config.sweep_classes) + len(config.sweep_shots) + len(tiled_sizes)
+    bar = progress_bar(points * config.sweep_memories, "memory_sweep: draws")
     by_classes = [
-        _memory_point(evaluator, test, config, classes, config.sweep_fixed_shots, 1, config.sweep_targets)
+        _memory_point(evaluator, test, config, classes, config.sweep_fixed_shots, 1, config.sweep_targets, bar)
         for classes in config.sweep_classes
     ]
     single = [p["nll_nats"] for p in by_classes if p["classes"] == 1]
     for p in by_classes:
         p["optimal_reference_nats"] = single[0] + math.log(p["classes"]) if single else None
     by_shots = [
-        _memory_point(evaluator, test, config, test.num_classes, shots, config.sweep_targets, 1)
+        _memory_point(evaluator, test, config, test.num_classes, shots, config.sweep_targets, 1, bar)
         for shots in config.sweep_shots
     ]
     # Past the test split, only a memory that encodes compactly fits (soft attention and GMN keep
     # per-entry feature maps of every entry).
-    by_tiled_size = (
-        [_tiled_memory_point(evaluator, test, config, size) for size in config.sweep_tiled_sizes]
-        if isinstance(model, AddressedMemory) else []
-    )
+    by_tiled_size = [_tiled_memory_point(evaluator, test, config, size, bar) for size in tiled_sizes]
+    bar.close()
     return {
         "by_classes": by_classes,
         "by_shots": by_shots,
@@ -224,7 +233,9 @@ def memory_sweep(model, test: CharacterSet, run: RunConfig, config: EvalConfig) 
     }
 
 
-def _tiled_memory_point(evaluator: BoundEvaluator, test: CharacterSet, config: EvalConfig, size: int) -> dict:
+def _tiled_memory_point(
+    evaluator: BoundEvaluator, test: CharacterSet, config: EvalConfig, size: int, bar: tqdm
+) -> dict:
     """B past the test split: a memory of `size` images, the test images tiled (every copy after the
     first shifted and with flipped pixels), encoded once. Each draw's targets are one drawing of
     each of its first sweep_targets classes, and each target reads every entry but its own image
@@ -242,6 +253,7 @@ def _tiled_memory_point(evaluator: BoundEvaluator, test: CharacterSet, config: E
         visible = tf.constant(sources[None, :] != own_image[:, None])  # [targets, size]
         estimates.append(evaluator.bound(_image_batch(flat[own_image][:, None]), encoded,
                                          config.num_importance_samples, _seed(config, _MODEL_STREAM, draw), visible))
+        bar.update()
     mean, stderr = _mean_and_stderr(np.concatenate([e.nll for e in estimates]))
     return {
         "memory_size": size,
@@ -266,6 +278,7 @@ def classification(model, test: CharacterSet, run: RunConfig, config: EvalConfig
     classifier = few_shot.FewShotClassifier(model, config.iw_samples)
     images = tf.constant(test.images)
     results = {}
+    bar = progress_bar(len(tasks) * config.classification_episodes, "classification: episodes")
     for task_index, (name, (ways, shots)) in enumerate(tasks.items()):
         accuracy, accuracy_iw = [], []
         for episode_index in range(config.classification_episodes):
@@ -278,12 +291,14 @@ def classification(model, test: CharacterSet, run: RunConfig, config: EvalConfig
             )
             accuracy.append(np.mean(feed_forward.argmax(-1) == query_labels))
             accuracy_iw.append(np.mean(importance_weighted.argmax(-1) == query_labels))
+            bar.update()
         mean, stderr = _mean_and_stderr(accuracy)
         mean_iw, stderr_iw = _mean_and_stderr(accuracy_iw)
         results[name] = {
             "accuracy": mean, "ci95": _Z95 * stderr, "accuracy_iw": mean_iw, "ci95_iw": _Z95 * stderr_iw,
             "ways": ways, "shots": shots,
         }
+    bar.close()
     return {
         "tasks": results,
         "episodes": config.classification_episodes,

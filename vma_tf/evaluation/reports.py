@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 
 import matplotlib
 
@@ -39,6 +40,8 @@ PUBLISHED_CONDITIONAL = {
     "GMN, C_train = 2, avg, conditional": {2: {2: 85.7, 3: 85.0, 4: 85.3, 5: 84.6, 10: 84.5, 19: 83.7}},
     "VAE (GMN paper)": {1: _GMN_VAE, 2: _GMN_VAE, 4: _GMN_VAE},
 }
+# The published row drawn beside a model's own in conditional.png.
+PUBLISHED_CONDITIONAL_OF_MODEL = {"vma": "VMA", "gmn": "GMN", "vae": "VAE (GMN paper)"}
 # Test NLL in nats by (dataset, memory) of the run. Section 4.2 of the VMA paper: few-shot
 # Omniglot (45/5 split, 26x26); 28x28 Omniglot (Burda et al.'s) with a learned memory of 256
 # entries, K = 5000. Section 4.1 gives no MNIST number for a learned memory (KL_a ≈ 2.5 ± 0.3
@@ -86,9 +89,12 @@ def _data_name(meta: dict) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    """A GitHub-flavoured Markdown table; a `|` inside a cell (p(c|x)) is escaped, or it would split the cell."""
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)]) + "\n"
 
 
 def _nats(value: float | None) -> str:
@@ -271,6 +277,70 @@ MARKDOWN = {
 }
 
 
+def conditional_figure(result: dict, path: str) -> None:
+    """NLL of x_(n+1) against n, one line per C with ± one standard error; the paper's row for the
+    same model and C dashed in the same colour."""
+    figure, axes = plt.subplots(figsize=(8, 4))
+    published = PUBLISHED_CONDITIONAL.get(PUBLISHED_CONDITIONAL_OF_MODEL.get(result["meta"].get("model"), ""), {})
+    for index, (classes, row) in enumerate(result["table"].items()):
+        color = f"C{index}"
+        shots = [int(n) for n, value in row.items() if value is not None]
+        axes.errorbar(shots, [row[str(n)] for n in shots], yerr=[result["stderr"][classes][str(n)] for n in shots],
+                      marker="o", color=color, label=f"C = {classes}, {_this_run(result)}")
+        paper = published.get(int(classes), {})
+        if paper:
+            paper_shots = sorted(paper)
+            axes.plot(paper_shots, [paper[n] for n in paper_shots], "--", color=color,
+                      label=f"C = {classes}, paper")
+    axes.set(xlabel="conditioning images n", ylabel="NLL of x_(n+1) (nats)",
+             title=f"Conditional NLL, K = {result['num_importance_samples']}")
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def classification_figure(result: dict, path: str) -> None:
+    """Accuracy of each task by q(a|x) and importance weighting, with 95% intervals; the paper's
+    q(a|x) accuracy as a black tick."""
+    names = list(result["tasks"])
+    positions = np.arange(len(names))
+    figure, axes = plt.subplots(figsize=(1.6 * len(names) + 4, 4))
+    for offset, (key, label) in ((-0.2, ("accuracy", "p(c|x) from q(a|x)")),
+                                 (0.2, ("accuracy_iw", f"importance-weighted, K = {result['iw_samples']}"))):
+        interval = "ci95" if key == "accuracy" else "ci95_iw"
+        axes.bar(positions + offset, [result["tasks"][n][key] for n in names], width=0.4, label=label,
+                 yerr=[result["tasks"][n][interval] for n in names], capsize=3)
+    paper = [(i, PUBLISHED_ACCURACY[n]) for i, n in enumerate(names) if n in PUBLISHED_ACCURACY]
+    if paper:
+        axes.scatter([i - 0.2 for i, _ in paper], [a for _, a in paper], marker="_", s=500, color="black",
+                     label="paper, q(a|x)", zorder=3)
+    axes.set(xticks=positions, xticklabels=names, ylim=(0, 1.05), ylabel="accuracy",
+             title=f"Few-shot classification, {result['episodes']} episodes per task (95% intervals)")
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def curves_figure(rows: list[dict], path: str, title: str) -> None:
+    """metrics.jsonl rows as one panel per quantity (the loss, the reconstruction term and each
+    model diagnostic present) against the training step."""
+    names = [name for name in ("loss_nats", "recon_nats", *DIAGNOSTIC_LABELS) if name in rows[0]]
+    figure, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
+    steps = [row["step"] for row in rows]
+    for axis, name in zip(axes[0], names):
+        axis.plot(steps, [row[name] for row in rows])
+        axis.set(xlabel="step", title=CURVE_LABELS.get(name, DIAGNOSTIC_LABELS.get(name, name)))
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+CURVE_LABELS = {"loss_nats": "loss: negative bound (nats)", "recon_nats": "reconstruction (nats)"}
+
+
 def memory_sweep_figure(result: dict, path: str) -> None:
     """Figure 5 A and B side by side."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
@@ -296,19 +366,34 @@ def memory_sweep_figure(result: dict, path: str) -> None:
     plt.close(figure)
 
 
-def _image_rows(rows: np.ndarray, path: str, titles: list[list[str]] | None = None) -> None:
-    """rows [R, C, H, W] in [0, 1] as a grid of R x C images, ink dark."""
+def _image_rows(
+    rows: np.ndarray, path: str, titles: list[list[str]] | None = None, title: str | None = None
+) -> None:
+    """rows [R, C, H, W] in [0, 1] as a grid of R x C images, ink dark; `titles` label cells row by
+    row (a shorter list labels the first rows only), `title` the figure."""
     num_rows, num_columns = rows.shape[:2]
-    figure, axes = plt.subplots(num_rows, num_columns, figsize=(num_columns * 0.9, num_rows * 1.0), squeeze=False)
+    title_lines = textwrap.wrap(title, width=16 * num_columns) if title else []
+    title_height = 0.2 * len(title_lines) + 0.1 * bool(title_lines)  # inches
+    height = num_rows * 1.0 + title_height
+    figure, axes = plt.subplots(num_rows, num_columns, figsize=(num_columns * 0.9, height), squeeze=False)
     for r in range(num_rows):
         for c in range(num_columns):
             axes[r, c].imshow(1.0 - rows[r, c], cmap="gray", vmin=0, vmax=1)
             axes[r, c].set_axis_off()
-            if titles:
+            if titles and r < len(titles):
                 axes[r, c].set_title(titles[r][c], fontsize=7)
-    figure.tight_layout(pad=0.3)
+    if title_lines:
+        figure.suptitle("\n".join(title_lines), fontsize=8)
+    figure.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - title_height / height))
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+# The first row's column labels of the figures whose first column is the conditioning image.
+_COLUMN_TITLES = {
+    "one_shot": lambda columns: [["memory"] + [f"sample {i}" for i in range(1, columns)]],
+    "sequence": lambda columns: [["x_(t+1)"] + [f"sample {i}" for i in range(1, columns)]],
+}
 
 
 def samples_figures(result: dict, images: dict, stem: str) -> list[str]:
@@ -318,7 +403,8 @@ def samples_figures(result: dict, images: dict, stem: str) -> list[str]:
     for name in ("by_address", "unconditional", "one_shot", "sequence"):
         if name in images:
             paths.append(f"{stem}_{name}.png")
-            _image_rows(images[name], paths[-1])
+            _image_rows(images[name], paths[-1], _COLUMN_TITLES.get(name, lambda _: None)(images[name].shape[1]),
+                        SAMPLE_FIGURES[name][0].upper() + SAMPLE_FIGURES[name][1:])
     if "top_entries" not in images:
         return paths
     addressing = f"{stem}_addressing.png"
@@ -329,3 +415,11 @@ def samples_figures(result: dict, images: dict, stem: str) -> list[str]:
     ]
     _image_rows(grid, addressing, titles)
     return [*paths, addressing]
+
+
+# Each mode's figure beside its JSON (`<stem>.png`); samples writes its own set.
+FIGURES = {
+    "conditional": conditional_figure,
+    "memory_sweep": memory_sweep_figure,
+    "classification": classification_figure,
+}

@@ -98,9 +98,9 @@ def run_evaluation(
     os.makedirs(os.path.dirname(os.path.abspath(output_json)), exist_ok=True)
     stem = os.path.splitext(output_json)[0]
     figures = []
-    if mode == "memory_sweep":
+    if mode in reports.FIGURES:
         figures.append(f"{stem}.png")
-        reports.memory_sweep_figure(result, figures[0])
+        reports.FIGURES[mode](result, figures[0])
     if images is not None:
         figures += reports.samples_figures(result, images, stem)
     result["meta"]["figures"] = figures
@@ -108,6 +108,33 @@ def run_evaluation(
     _write_atomically(f"{stem}.md", reports.MARKDOWN[mode](result))
     logger.info("wrote %s, %s.md %s", output_json, stem, " ".join(figures))
     return result
+
+
+def training_curves(logdir: str, output_json: str | None = None) -> str:
+    """Draws LOGDIR/metrics.jsonl (the loss, reconstruction and diagnostics against the step) to
+    `<stem of output_json>.png`, default LOGDIR/eval/curves.png; returns its path. Needs no
+    checkpoint and no data: it works while the run trains."""
+    path = os.path.join(logdir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise UserInputError(f"no training metrics in {logdir}: {path} is missing")
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):  # only the last row can be torn by a crash mid-write
+                raise UserInputError(f"{path}: line {number} is not JSON") from None
+    if not rows:
+        raise UserInputError(f"{path} holds no rows yet")
+    has_config = os.path.isfile(os.path.join(logdir, checkpoints.CONFIG_FILE))
+    model = checkpoints.read_run_config(logdir).model.name if has_config else "unknown model"
+    figure = os.path.splitext(output_json or default_output(logdir, "curves"))[0] + ".png"
+    os.makedirs(os.path.dirname(os.path.abspath(figure)), exist_ok=True)
+    reports.curves_figure(rows, figure, f"{logdir} ({model}), steps {rows[0]['step']}..{rows[-1]['step']}")
+    logger.info("wrote %s", figure)
+    return figure
 
 
 def _write_atomically(path: str, text: str) -> None:

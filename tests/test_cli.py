@@ -1,0 +1,85 @@
+"""The entry points' output: TensorFlow's log lines hidden, progress bars on terminals only, the
+console scripts."""
+
+import io
+import os
+import re
+import subprocess
+import sys
+
+from conftest import REPO
+
+from vma_tf.cli.tensorflow_logs import is_tensorflow_line, quiet_tensorflow
+from vma_tf.evaluation.progress import progress_bar
+
+TENSORFLOW_LINES = (
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+    "I0000 00:00:1795404888.525996   17125 cudart_stub.cc:31] Could not find cuda drivers on your machine.\n"
+    "E0000 00:00:1795404890.378139   17125 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR (303)\n"
+)
+
+
+def test_quiet_import_drops_tensorflow_lines_and_keeps_the_rest(capfd, monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    with quiet_tensorflow(verbose=False):
+        os.write(2, (TENSORFLOW_LINES + "a warning of the user's own\n").encode())
+    assert capfd.readouterr().err == "a warning of the user's own\n"
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+
+
+def test_verbose_or_the_users_level_shows_tensorflow_lines(capfd, monkeypatch):
+    for verbose, level in ((True, None), (False, "1")):
+        if level is None:
+            monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+        else:
+            monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", level)
+        with quiet_tensorflow(verbose):
+            os.write(2, TENSORFLOW_LINES.encode())
+        assert capfd.readouterr().err == TENSORFLOW_LINES
+        assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") == level
+
+
+def _without_log_level() -> dict:
+    return {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
+
+
+def test_a_command_prints_its_own_lines_only(tmp_path):
+    """eval.py imports TensorFlow before it finds no run: its stderr is the one error line, where
+    --verbose shows TensorFlow's lines too."""
+    command = [sys.executable, os.path.join(REPO, "eval.py"), f"--logdir={tmp_path}"]
+    quiet = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=_without_log_level(), timeout=300)
+    assert quiet.stderr.splitlines() == [f"eval.py: error: no trained run in {tmp_path}: {tmp_path}/config.json "
+                                         "is missing"]
+    verbose = subprocess.run([*command, "--verbose"], cwd=REPO, capture_output=True, text=True,
+                             env=_without_log_level(), timeout=300)
+    assert any(is_tensorflow_line(line) for line in verbose.stderr.splitlines()), verbose.stderr
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_only(monkeypatch):
+    for stream, shown in ((io.StringIO(), False), (_Terminal(), True)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        with progress_bar(3, "conditional: sequences") as bar:
+            for _ in range(3):
+                bar.update()
+        written = stream.getvalue()
+        assert ("conditional: sequences" in written and "/3 [" in written) == shown, written
+        assert bool(written) == shown
+
+
+def test_console_scripts_name_the_entry_points():
+    """`pip install .` installs vma-train, vma-eval and vma-sample: each names a function that runs
+    its command (here asked for its flags: absl prints them and exits 1)."""
+    with open(os.path.join(REPO, "pyproject.toml")) as f:
+        section = f.read().split("[project.scripts]\n")[1].split("\n[")[0]  # tomllib is Python 3.11+
+    scripts = dict(re.findall(r'^(\S+) = "(\S+)"$', section, re.MULTILINE))
+    assert set(scripts) == {"vma-train", "vma-eval", "vma-sample"}
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        program = f"import sys; from {module} import {function}; sys.argv = [{name!r}, '--helpfull']; {function}()"
+        shown = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert f"USAGE: {name}" in shown.stdout and "--[no]verbose" in shown.stdout, (name, shown.stderr[-1000:])

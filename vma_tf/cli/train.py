@@ -1,0 +1,209 @@
+"""Trains a model (VMA by default): `python train.py --flagfile=omniglot.flags --logdir=DIR [--model=vae]`,
+or `vma-train ...` once the package is installed.
+
+Rerunning the same command resumes from the latest checkpoint in --logdir.
+"""
+
+import dataclasses
+import os
+import signal
+import sys
+
+from absl import app, flags
+
+from vma_tf.cli.tensorflow_logs import VERBOSE_HELP, quiet_tensorflow
+from vma_tf.config import (
+    STRATEGIES,
+    DataConfig,
+    EpisodeConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    from_flag_values,
+    integer_lists,
+)
+from vma_tf.errors import RunDivergedError, RunInterruptedError, UserInputError
+
+# Data
+flags.DEFINE_enum(
+    "dataset", DataConfig.dataset, ["omniglot", "mnist"], "omniglot, or mnist (Larochelle's binarized MNIST)."
+)
+flags.DEFINE_string(
+    "data_dir", DataConfig.data_dir, "Dataset root laid out like shared/data (omniglot/, binarized_mnist/); None: TFDS."
+)
+flags.DEFINE_string(
+    "cache_dir", DataConfig.cache_dir, "Preprocessed-array cache (default $VMA_CACHE_DIR or ~/.cache/vma_tf)."
+)
+flags.DEFINE_enum(
+    "split",
+    DataConfig.split,
+    ["45_5", "lake", "drawings"],
+    "Omniglot split: 45/5 alphabets (paper), Lake's, or drawings (15 of each character train, 5 test).",
+)
+flags.DEFINE_integer(
+    "image_size", DataConfig.image_size, "Omniglot: 26 (104 crop, 4x4 max-pool; the paper) or 28 (112 pad). MNIST: 28."
+)
+# Episodes
+flags.DEFINE_integer("classes_per_batch", EpisodeConfig.classes_per_batch, "Character classes per training batch.")
+flags.DEFINE_integer(
+    "targets_per_class", EpisodeConfig.targets_per_class, "Target images per class; batch = classes x targets."
+)
+flags.DEFINE_integer(
+    "memory_per_class", EpisodeConfig.memory_per_class, "Memory images per class, disjoint from the targets."
+)
+flags.DEFINE_integer(
+    "confounding_classes", EpisodeConfig.confounding_classes, "Extra classes that put images in memory only."
+)
+# Sequences
+flags.DEFINE_integer("sequence_length", EpisodeConfig.sequence_length, "--memory=sequence: images per sequence (T).")
+flags.DEFINE_integer(
+    "sequences_per_batch", EpisodeConfig.sequences_per_batch, "--memory=sequence: sequences per training batch."
+)
+flags.DEFINE_integer(
+    "sequence_classes", EpisodeConfig.sequence_classes, "--memory=sequence: classes per sequence (GMN's C_train)."
+)
+flags.DEFINE_alias("gmn_train_classes", "sequence_classes")
+# Memory
+flags.DEFINE_enum(
+    "memory",
+    ModelConfig.memory,
+    ["few_shot", "recall", "learned", "none", "sequence"],
+    "few_shot: other images of the targets' classes each step; recall: --memory_size random "
+    "training images each step, the targets drawn from them; learned: trainable entries; "
+    "none: batches of images without a memory (--model=vae); sequence: sequences of images, "
+    "each reading the ones before it (GMN, and both papers' Table 1).",
+)
+flags.DEFINE_integer("memory_size", ModelConfig.memory_size, "|M| of a recall or learned memory.")
+flags.DEFINE_integer(
+    "memory_dim",
+    ModelConfig.memory_dim,
+    "Learned memory only: 0 for image entries, else vector entries of this size "
+    "(--model_arch=mlp; the paper's MNIST runs: 256).",
+)
+flags.DEFINE_integer("batch_size", TrainConfig.batch_size, "Targets per step with a recall or learned memory.")
+# Model
+flags.DEFINE_string(
+    "model",
+    ModelConfig.name,
+    "vma; a baseline with VMA's conv nets: vae (no memory), soft_attention (memory read by attention on z); "
+    "or gmn (Generative Matching Networks, --memory=sequence).",
+)
+flags.DEFINE_enum(
+    "model_arch",
+    ModelConfig.model_arch,
+    ["conv", "mlp", "resnet"],
+    "conv nets (VMA paper 4.2), MLPs (4.1) or GMN's residual nets (GMN paper, appendix C; 28x28).",
+)
+flags.DEFINE_list(
+    "mlp_units",
+    [str(units) for units in ModelConfig.mlp_units],
+    "Hidden layers of every MLP of --model_arch=mlp (decoder reversed).",
+)
+flags.DEFINE_integer("latent_dim", ModelConfig.latent_dim, "|z|.")
+flags.DEFINE_integer(
+    "embed_dim", ModelConfig.embed_dim, "Matching space of q(a|x) and p(a) (GMN: of its attention)."
+)
+flags.DEFINE_integer("conv_channels", ModelConfig.conv_channels, "Feature maps of every conv layer (paper: 48 or 64).")
+flags.DEFINE_integer(
+    "hidden_units", ModelConfig.hidden_units, "Hidden units of the MLP heads (GMN: and its controllers' state)."
+)
+flags.DEFINE_enum("prior", ModelConfig.prior, ["learned", "flat"], "p(a): learned query or uniform.")
+flags.DEFINE_bool(
+    "tie_embeddings", ModelConfig.tie_embeddings, "One embedding net for memory and query (h_q = h); see README."
+)
+flags.DEFINE_bool(
+    "gmn_pseudo_input", ModelConfig.gmn_pseudo_input, "GMN: a learned pseudo-input (false: the 'conditional' GMN)."
+)
+flags.DEFINE_enum("gmn_attention", ModelConfig.gmn_attention, ["full", "avg"], "GMN: attention, or the mean (avg).")
+flags.DEFINE_integer("gmn_hops", ModelConfig.gmn_hops, "GMN: attention passes of the shared controller.")
+flags.DEFINE_integer("gmn_prior_hops", ModelConfig.gmn_prior_hops, "GMN: attention passes of the prior's controller.")
+# Optimisation
+flags.DEFINE_string("logdir", "runs/vma", "Checkpoints, TensorBoard events, metrics.jsonl, config.json.")
+flags.DEFINE_integer("steps", TrainConfig.steps, "Total number of training steps.")
+flags.DEFINE_integer("seed", TrainConfig.seed, "Seeds initialisation, episodes and every sample.")
+flags.DEFINE_integer("num_samples", TrainConfig.num_samples, "K, posterior samples per target (VIMCO needs K >= 2).")
+flags.DEFINE_enum(
+    "vimco_baseline", TrainConfig.vimco_baseline, ["geometric", "arithmetic"], "VIMCO leave-one-out baseline."
+)
+flags.DEFINE_float("learning_rate", TrainConfig.learning_rate, "Adam learning rate.")
+flags.DEFINE_float("weight_decay", TrainConfig.weight_decay, "L2 weight decay coefficient (never on a learned memory).")
+flags.DEFINE_integer("checkpoint_every", TrainConfig.checkpoint_every, "Steps between checkpoints.")
+flags.DEFINE_integer("max_checkpoints", TrainConfig.max_checkpoints, "Checkpoints kept.")
+flags.DEFINE_integer(
+    "log_every", TrainConfig.log_every, "Steps between progress lines, metrics.jsonl rows and scalar summaries."
+)
+flags.DEFINE_integer(
+    "image_summary_every", TrainConfig.image_summary_every, "Steps between image and histogram summaries."
+)
+flags.DEFINE_enum(
+    "mixed_precision",
+    TrainConfig.mixed_precision,
+    ["float32", "mixed_bfloat16", "mixed_float16"],
+    "Keras dtype policy; distributions stay float32. mixed_float16 is for GPUs.",
+)
+flags.DEFINE_bool("jit_compile", TrainConfig.jit_compile, "XLA-compile the step (slower on CPU, try on GPU).")
+flags.DEFINE_enum(
+    "strategy",
+    TrainConfig.strategy,
+    list(STRATEGIES),
+    "tf.distribute: one device, every local device (mirrored), or the hosts of TF_CONFIG (multi_worker).",
+)
+flags.DEFINE_float(
+    "clip_global_norm", TrainConfig.clip_global_norm, "Clip the gradient to this global norm; 0: no clipping."
+)
+flags.DEFINE_integer(
+    "max_nonfinite_steps",
+    TrainConfig.max_nonfinite_steps,
+    "Non-finite steps are skipped; this many in a row stop the run (0: never stop).",
+)
+flags.DEFINE_list("poison_steps", [], "Test hook: these steps' targets become NaN (to exercise the skipping).")
+flags.DEFINE_bool("verbose", False, VERBOSE_HELP)
+flags.DEFINE_bool(
+    "export", TrainConfig.export, "Write LOGDIR/saved_model (plain-TensorFlow signatures) when training ends."
+)
+
+FLAGS = flags.FLAGS
+
+
+def run_config():
+    lists = integer_lists(FLAGS, ("poison_steps", "mlp_units"))
+    train = dataclasses.replace(from_flag_values(TrainConfig, FLAGS), poison_steps=lists["poison_steps"])
+    data = from_flag_values(DataConfig, FLAGS)
+    # config.json stores them resolved: eval.py finds the data from any working directory.
+    folders = ("data_dir", "cache_dir")
+    data = dataclasses.replace(data, **{name: os.path.abspath(getattr(data, name)) for name in folders
+                                        if getattr(data, name)})
+    return RunConfig(
+        data=data,
+        episodes=from_flag_values(EpisodeConfig, FLAGS),
+        model=dataclasses.replace(from_flag_values(ModelConfig, FLAGS, name=FLAGS.model), mlp_units=lists["mlp_units"]),
+        train=train,
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    with quiet_tensorflow(FLAGS.verbose):
+        from vma_tf import training
+
+    try:
+        training.train(run_config())
+    except (UserInputError, RunDivergedError) as e:
+        sys.exit(f"{os.path.basename(argv[0])}: error: {e}")
+    except RunInterruptedError as e:
+        print(f"{os.path.basename(argv[0])}: {e}", file=sys.stderr)
+        sys.exit(128 + e.signal_number)
+    except KeyboardInterrupt:  # before the first step or after the last: no step was lost
+        print(f"{os.path.basename(argv[0])}: interrupted outside the training loop; the checkpoints are as they were",
+              file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
+
+
+def run() -> None:
+    """The `vma-train` command."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
