@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -60,17 +61,44 @@ def test_28_pixel_option(data_dir, cache_dir):
     assert splits["test"].images.shape == (144, 20, 28, 28)
 
 
+def _images_of(size: int):
+    return lambda arrays: cache.arrays_problem(arrays, {"images": ("n", size, size)}, {"images": "u"})
+
+
 def test_second_load_reads_the_cache(tmp_path):
     calls = []
-    build = lambda: calls.append(1) or {"a": np.arange(3)}  # noqa: E731
+    build = lambda: calls.append(1) or {"images": np.zeros([3, 4, 4], np.uint8)}  # noqa: E731
     path = cache.cache_path(str(tmp_path), "x", "0123456789abcdef")
-    first, second = cache.load_or_build(path, build), cache.load_or_build(path, build)
+    first, second = cache.load_or_build(path, build, _images_of(4)), cache.load_or_build(path, build, _images_of(4))
     assert len(calls) == 1
-    np.testing.assert_array_equal(first["a"], second["a"])
+    np.testing.assert_array_equal(first["images"], second["images"])
     with open(path, "wb") as f:
         f.write(b"truncated")  # a half-written cache is rebuilt, not trusted
-    np.testing.assert_array_equal(cache.load_or_build(path, build)["a"], np.arange(3))
+    assert cache.load_or_build(path, build, _images_of(4))["images"].shape == (3, 4, 4)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("stored", [
+    {"labels": np.arange(3)},  # a valid file without the arrays
+    {"images": np.zeros([3, 5, 5], np.uint8)},  # images of another size
+    {"images": np.zeros([3, 4, 4], np.float32)},  # of another dtype
+    {"images": np.zeros([0, 4, 4], np.uint8)},  # none
+])
+def test_a_cache_with_the_wrong_contents_is_rebuilt(stored, tmp_path):
+    path = cache.cache_path(str(tmp_path), "x", "0123456789abcdef")
+    np.savez(path, **stored)
+    rebuilt = cache.load_or_build(path, lambda: {"images": np.ones([3, 4, 4], np.uint8)}, _images_of(4))
+    assert rebuilt["images"].shape == (3, 4, 4) and rebuilt["images"].dtype == np.uint8
+    assert cache.load_or_build(path, lambda: pytest.fail("rebuilt twice"), _images_of(4))["images"].sum() == 48
+
+
+def test_a_killed_writers_temporaries_are_removed_once_stale(tmp_path):
+    stale, fresh = tmp_path / "tmpold.tmp", tmp_path / "tmpnew.tmp"
+    stale.write_bytes(b""), fresh.write_bytes(b"")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    cache.load_or_build(cache.cache_path(str(tmp_path), "x", "0123456789abcdef"),
+                        lambda: {"images": np.ones([1, 4, 4], np.uint8)}, _images_of(4))
+    assert not stale.exists() and fresh.exists()  # a fresh one may be another process's write in progress
 
 
 def test_missing_archive_is_named(tmp_path):

@@ -4,14 +4,16 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, checkpoint_digest
 from PIL import Image
 from test_training import TINY, model_weights, read_metrics, run_train
 
@@ -61,8 +63,18 @@ def test_an_incompatible_logdir_is_refused_and_left_alone(data_dir, cache_dir, t
 
 
 def _start(args):
-    return subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), *args], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    """train.py in the background; its stderr goes to a file (a pipe nobody reads would fill up and
+    stall the run), read by _stderr."""
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed with the process object)
+    process = subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), *args], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=log, text=True)
+    process.log = log
+    return process
+
+
+def _stderr(process) -> str:
+    process.log.seek(0)
+    return process.log.read()
 
 
 def _wait_for_rows(logdir, count, process, timeout=300):
@@ -84,9 +96,14 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_at_the_current_step(signal_number,
             "--steps=100000", "--checkpoint_every=100000"]
     process = _start(args)
     _wait_for_rows(str(tmp_path), 5, process)
+    if signal_number == signal.SIGTERM:  # a second run on the same logdir is refused while this one runs
+        second = run_train(*args, check=False)
+        assert second.returncode == 1 and _last_error_line(second) == (
+            f"train.py: error: {tmp_path} is in use by process {process.pid}"), second.stderr[-2000:]
     sent = time.perf_counter()
     process.send_signal(signal_number)
-    _, stderr = process.communicate(timeout=120)
+    process.wait(timeout=120)
+    stderr = _stderr(process)
     assert time.perf_counter() - sent < 15  # the step in flight, a checkpoint, the exit: prompt
     assert process.returncode == 128 + signal_number, stderr[-2000:]
     _, step = model_weights(str(tmp_path))
@@ -189,3 +206,80 @@ def test_a_logdir_from_before_the_model_registry_resumes_evaluates_and_exports(d
     run, model, step = checkpoints.restore_model(str(tmp_path))
     assert run.model.name == "vma" and step == 5 and model.DIAGNOSTICS == ("kl_a", "kl_z", "entropy_a")
     assert os.path.isfile(os.path.join(export.export_run(str(tmp_path)), "saved_model.pb"))
+
+
+@pytest.fixture(scope="module")
+def three_checkpoints(data_dir, cache_dir, tmp_path_factory) -> str:
+    """A TINY run with checkpoints at steps 1, 2 and 3."""
+    logdir = str(tmp_path_factory.mktemp("three") / "run")
+    run_train(f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={logdir}", *TINY,
+              "--checkpoint_every=1")
+    return logdir
+
+
+def _damage(folder, how: str) -> None:
+    """Damages checkpoint 3 of `folder` (or its index file) as a crash, a full disk or a bad disk would."""
+    data, index = os.path.join(folder, "ckpt-3.data-00000-of-00001"), os.path.join(folder, "ckpt-3.index")
+    if how == "index_file_lost":
+        os.remove(os.path.join(folder, "checkpoint"))
+    elif how in ("data_cut", "index_cut"):
+        path = data if how == "data_cut" else index
+        with open(path, "rb") as f:
+            kept = f.read()[:500]
+        with open(path, "wb") as f:
+            f.write(kept)
+    else:
+        with open(data, "r+b") as f:
+            f.seek(os.path.getsize(data) // 2)
+            chunk = f.read(64)
+            f.seek(-len(chunk), os.SEEK_CUR)
+            f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+@pytest.mark.parametrize("how", ["index_file_lost", "data_cut", "index_cut", "data_flipped"])
+def test_evaluation_reads_the_newest_whole_checkpoint_and_changes_nothing(how, three_checkpoints, tmp_path):
+    logdir = str(tmp_path / "run")
+    shutil.copytree(three_checkpoints, logdir)
+    _damage(os.path.join(logdir, "checkpoints"), how)
+    before = checkpoint_digest(logdir)
+    _, _, step = checkpoints.restore_model(logdir)
+    assert step == (3 if how == "index_file_lost" else 2)
+    assert checkpoint_digest(logdir) == before
+
+
+def test_a_damaged_run_resumes_from_its_newest_whole_checkpoint(three_checkpoints, data_dir, cache_dir, tmp_path):
+    """Index file lost, checkpoint 3 cut short and the last metrics row torn: the rerun continues from
+    step 2, sets checkpoint 3's files aside, and writes the rows an uninterrupted run writes."""
+    logdir = str(tmp_path / "run")
+    shutil.copytree(three_checkpoints, logdir)
+    folder = os.path.join(logdir, "checkpoints")
+    _damage(folder, "index_file_lost")
+    _damage(folder, "data_cut")
+    with open(os.path.join(logdir, "metrics.jsonl"), "a") as f:
+        f.write('{"step": 4, "loss_na')
+    result = run_train(f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={logdir}", *TINY,
+                       "--checkpoint_every=1", "--steps=5")
+    assert re.search(r"checkpoint .*ckpt-3 is damaged \(IndexError: Read less bytes than requested\); "
+                     r"set aside as ckpt-3\.\*\.damaged", result.stderr), result.stderr[-2000:]
+    assert "training from step 2 to 5" in result.stderr
+    assert {"ckpt-3.data-00000-of-00001.damaged", "ckpt-3.index.damaged"} <= set(os.listdir(folder))
+    assert [row["step"] for row in read_metrics(logdir)] == [1, 2, 3, 4, 5]
+    assert model_weights(logdir)[1] == 5
+
+
+def test_a_run_whose_checkpoints_are_all_damaged_is_refused_untouched(three_checkpoints, data_dir, cache_dir,
+                                                                      tmp_path):
+    logdir = str(tmp_path / "run")
+    shutil.copytree(three_checkpoints, logdir)
+    folder = os.path.join(logdir, "checkpoints")
+    for name in os.listdir(folder):
+        if name.endswith(".index"):
+            with open(os.path.join(folder, name), "wb") as f:
+                f.write(b"")
+    before = checkpoint_digest(logdir)
+    result = run_train(f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={logdir}", *TINY,
+                       "--steps=5", check=False)
+    assert result.returncode == 1 and re.fullmatch(
+        rf"train\.py: error: no checkpoint in {re.escape(folder)} reads back whole \(newest: .*ckpt-3: .*\); "
+        "nothing was changed", _last_error_line(result)), result.stderr[-2000:]
+    assert checkpoint_digest(logdir) == before

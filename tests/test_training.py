@@ -68,6 +68,13 @@ def model_weights(logdir):
         (["--memory=learned", "--memory_dim=8"], "--memory_dim .* needs --model_arch=mlp"),
         (["--memory=learned", "--memory_dim=8", "--model_arch=mlp"], "need --tie_embeddings=false"),
         (["--memory=recall", "--memory_size=30000"], "--memory_size=30000 but the training split has 29580 images"),
+        (["--image_summary_every=0"], "--image_summary_every must be positive, got 0"),
+        (["--max_checkpoints=0"], "--max_checkpoints must be positive, got 0"),
+        (["--seed=-1"], r"--seed must lie in 0\.\.2\*\*31-1 \(stateless seeds are int32\), got -1"),
+        (["--learning_rate=nan"], "--learning_rate must be a positive number, got nan"),
+        (["--weight_decay=inf"], "--weight_decay must be a non-negative number, got inf"),
+        (["--clip_global_norm=nan"], "--clip_global_norm and --max_nonfinite_steps must be non-negative"),
+        (["--logdir=/dev/null"], "--logdir=/dev/null is a file, not a folder"),
     ],
 )
 def test_bad_input_ends_with_one_line_error(flags, message, data_dir, cache_dir, tmp_path):

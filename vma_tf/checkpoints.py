@@ -1,34 +1,103 @@
 """A run's directory: its `config.json` and checkpoints, and restoring a trained model from them.
 
-Evaluation and export only read a logdir; they never write into `checkpoints/`.
+Evaluation and export only read a logdir; they never write into `checkpoints/`. A checkpoint is
+used only if every tensor in it reads back (TensorFlow checks each tensor's CRC): a lost index
+file (`checkpoints/checkpoint`) or a damaged newest checkpoint falls back to the newest whole one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
+import logging
 import os
+import re
 
 import keras
 import tensorflow as tf
+from tensorflow.python.checkpoint import checkpoint_management
 
+from vma_tf import files
 from vma_tf.config import RunConfig
 from vma_tf.errors import UserInputError
 from vma_tf.models import build_model
 
 CONFIG_FILE = "config.json"
+DAMAGED_SUFFIX = ".damaged"
+logger = logging.getLogger(__name__)
 
 
 def checkpoint_dir(logdir: str) -> str:
     return os.path.join(logdir, "checkpoints")
 
 
+def checkpoint_prefixes(directory: str) -> list[str]:
+    """Every checkpoint in `directory`, newest (highest number) first: those the index file lists
+    and, if it is lost or stale, every `ckpt-N.index` on disk."""
+    listed = []
+    state = tf.train.get_checkpoint_state(directory)
+    if state is not None:
+        listed = [os.path.join(directory, os.path.basename(path)) for path in state.all_model_checkpoint_paths]
+    on_disk = [path.removesuffix(".index") for path in glob.glob(os.path.join(directory, "ckpt-*.index"))]
+    numbered = {path: int(match.group(1)) for path in {*listed, *on_disk}
+                if (match := re.search(r"-(\d+)$", path))}
+    return sorted(numbered, key=numbered.get, reverse=True)
+
+
+def damage(prefix: str) -> str | None:
+    """Why the checkpoint `prefix` cannot be read whole (a file missing, cut short or corrupt), or
+    None when every tensor reads back."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError) as e:
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    return None
+
+
+def newest_whole_checkpoint(directory: str, set_aside: bool) -> str | None:
+    """The newest checkpoint in `directory` that reads back whole; None when there is none at all.
+    Each newer damaged one is named in a warning and, with `set_aside`, its files are renamed to
+    `<file>.damaged` (kept, not deleted) and the index file rewritten to list the whole ones.
+    Raises UserInputError, changing nothing, when checkpoints exist but none reads back whole."""
+    prefixes = checkpoint_prefixes(directory)
+    damaged = []
+    for prefix in prefixes:
+        reason = damage(prefix)
+        if reason is None:
+            break
+        damaged.append((prefix, reason))
+    else:
+        if damaged:
+            raise UserInputError(
+                f"no checkpoint in {directory} reads back whole (newest: {damaged[0][0]}: {damaged[0][1]}); "
+                "nothing was changed"
+            )
+        return None
+    for bad, reason in damaged:
+        files = [path for path in glob.glob(glob.escape(bad) + ".*") if not path.endswith(DAMAGED_SUFFIX)]
+        if set_aside:
+            for path in files:
+                os.replace(path, path + DAMAGED_SUFFIX)
+        kept = f"; set aside as {os.path.basename(bad)}.*{DAMAGED_SUFFIX}" if set_aside and files else ""
+        logger.warning("checkpoint %s is damaged (%s)%s", bad, reason, kept)
+    if damaged or os.path.basename(tf.train.latest_checkpoint(directory) or "") != os.path.basename(prefix):
+        if set_aside:
+            whole = [p for p in prefixes[len(damaged):] if os.path.isfile(p + ".index")]
+            # What CheckpointManager writes (tf.compat.v1's public wrapper only adds a deprecation warning).
+            checkpoint_management.update_checkpoint_state_internal(
+                directory, prefix, all_model_checkpoint_paths=whole[::-1], save_relative_paths=True
+            )
+        logger.warning("using %s, the newest whole checkpoint", os.path.basename(prefix))
+    return prefix
+
+
 def write_run_config(config: RunConfig) -> None:
     """Writes `logdir/config.json` atomically."""
-    path = os.path.join(config.train.logdir, CONFIG_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    text = json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True)
+    files.write_atomically(os.path.join(config.train.logdir, CONFIG_FILE), text)
 
 
 def read_run_config(logdir: str) -> RunConfig:
@@ -49,9 +118,9 @@ def restore_model(logdir: str) -> tuple[RunConfig, keras.Model, int]:
     Returns (the run's config, the model in float32, the checkpoint's training step).
     """
     config = read_run_config(logdir)
-    latest = tf.train.latest_checkpoint(checkpoint_dir(logdir))
+    latest = newest_whole_checkpoint(checkpoint_dir(logdir), set_aside=False)
     if latest is None:
-        raise UserInputError(f"no checkpoint in {checkpoint_dir(logdir)}")
+        raise UserInputError(f"no checkpoint in {checkpoint_dir(logdir)} reads back whole")
     # Evaluation runs in float32 whatever the training precision: the weights are float32 anyway.
     keras.mixed_precision.set_global_policy("float32")
     model = build_model(config.model)
@@ -65,7 +134,7 @@ def check_compatible(config: RunConfig) -> None:
     """Raises UserInputError when `config.train.logdir` holds a run whose model differs from
     `config.model`: restoring it would fail or be partial, and continuing would overwrite it."""
     logdir = config.train.logdir
-    if tf.train.latest_checkpoint(checkpoint_dir(logdir)) is None:
+    if not checkpoint_prefixes(checkpoint_dir(logdir)):
         return
     if not os.path.isfile(os.path.join(logdir, CONFIG_FILE)):
         raise UserInputError(f"{logdir} holds checkpoints but no {CONFIG_FILE}; use another --logdir")

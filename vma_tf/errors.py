@@ -1,8 +1,13 @@
-"""The one exception type that entry points turn into a one-line error and exit code."""
+"""The exception types that entry points turn into a one-line error and exit code."""
 
 
 class UserInputError(ValueError):
     """Bad data or flag values: the message names the problem and is shown as is."""
+
+
+class StorageError(UserInputError):
+    """A file of the run could not be written (a full disk, a read-only folder); the message names
+    the path and the cause, and the partial files are already removed."""
 
 
 class RunDivergedError(RuntimeError):

@@ -31,7 +31,8 @@ import shutil
 
 import tensorflow as tf
 
-from vma_tf import checkpoints
+from vma_tf import checkpoints, files
+from vma_tf.errors import StorageError
 from vma_tf.evaluation.bounds import DEFAULT_PAIRS_PER_CALL, streamed_sums
 from vma_tf.models import AddressedMemory, AttendingMemory, CompactMemory, GenerativeModel
 
@@ -136,22 +137,30 @@ class ServingModule(tf.Module):
 def export_saved_model(model, image_size: int, directory: str) -> str:
     """Writes the SavedModel to `directory`, replacing any previous one only once it is complete.
 
-    It is written to `<directory>.tmp` and renamed into place (the previous export moves to
-    `<directory>.old` for the instant in between), so `directory` never holds a half-written
-    SavedModel. Returns `directory`.
+    It is written to a fresh `<directory>.<random>.tmp` and renamed into place (the previous
+    export moves aside for the instant in between), so `directory` never holds a half-written
+    SavedModel; a failed write (a full disk) removes its partial files and raises StorageError.
+    Returns `directory`.
     """
     module = ServingModule(model, image_size)
     directory = os.path.abspath(directory)
-    staging, retired = f"{directory}.tmp", f"{directory}.old"
-    for leftover in (staging, retired):
-        shutil.rmtree(leftover, ignore_errors=True)
-    tf.saved_model.save(module, staging, signatures={
-        **{name: getattr(module, name) for name in module.signature_names}, "serving_default": module.sample
-    })
-    if os.path.exists(directory):
-        os.rename(directory, retired)
-    os.rename(staging, directory)
-    shutil.rmtree(retired, ignore_errors=True)
+    try:
+        staging = files.temporary_folder_beside(directory)
+    except OSError as e:
+        raise StorageError(f"cannot write the export beside {directory}: {e.strerror or e}") from None
+    try:
+        tf.saved_model.save(module, staging, signatures={
+            **{name: getattr(module, name) for name in module.signature_names}, "serving_default": module.sample
+        })
+        retired = files.temporary_folder_beside(directory)
+        if os.path.exists(directory):
+            os.rename(directory, retired)
+        os.rename(staging, directory)
+        shutil.rmtree(retired, ignore_errors=True)
+    except (OSError, tf.errors.OpError) as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        cause = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise StorageError(f"could not write the export {directory} ({cause}); removed the partial files") from None
     return directory
 
 

@@ -8,9 +8,12 @@ where the run stopped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -21,10 +24,10 @@ import time
 import keras
 import tensorflow as tf
 
-from vma_tf import checkpoints, export, nets, objectives, tasks
+from vma_tf import checkpoints, export, files, nets, objectives, tasks
 from vma_tf.config import RunConfig
 from vma_tf.data.episodes import Episode
-from vma_tf.errors import RunDivergedError, RunInterruptedError, UserInputError, require_positive
+from vma_tf.errors import RunDivergedError, RunInterruptedError, StorageError, UserInputError, require_positive
 from vma_tf.models import REGISTRY, MemoryReader, build_model, context_for
 from vma_tf.seeds import seed_for
 
@@ -50,16 +53,24 @@ def validate(config: RunConfig) -> None:
         "--batch_size": train.batch_size,
         "--memory_size": model.memory_size,
         "--checkpoint_every": train.checkpoint_every,
+        "--max_checkpoints": train.max_checkpoints,
         "--log_every": train.log_every,
+        "--image_summary_every": train.image_summary_every,
         "--latent_dim": model.latent_dim,
         "--embed_dim": model.embed_dim,
         "--conv_channels": model.conv_channels,
         "--hidden_units": model.hidden_units,
     })
-    if train.clip_global_norm < 0 or train.max_nonfinite_steps < 0:
+    if not 0 <= train.seed < 2**31:
+        raise UserInputError(f"--seed must lie in 0..2**31-1 (stateless seeds are int32), got {train.seed}")
+    if not (math.isfinite(train.clip_global_norm) and train.clip_global_norm >= 0) or train.max_nonfinite_steps < 0:
         raise UserInputError("--clip_global_norm and --max_nonfinite_steps must be non-negative (0: off)")
-    if train.learning_rate <= 0 or train.weight_decay < 0:
-        raise UserInputError("--learning_rate must be positive and --weight_decay non-negative")
+    if not (math.isfinite(train.learning_rate) and train.learning_rate > 0):
+        raise UserInputError(f"--learning_rate must be a positive number, got {train.learning_rate}")
+    if not (math.isfinite(train.weight_decay) and train.weight_decay >= 0):
+        raise UserInputError(f"--weight_decay must be a non-negative number, got {train.weight_decay}")
+    if os.path.exists(train.logdir) and not os.path.isdir(train.logdir):
+        raise UserInputError(f"--logdir={train.logdir} is a file, not a folder")
 
 
 def _validate_model(config: RunConfig) -> None:
@@ -193,11 +204,32 @@ class Trainer:
         self.write_images = tf.function(self._write_images)
 
     def restore(self) -> int:
-        """Restores the run's latest checkpoint, if any; returns the step to continue from."""
-        latest = tf.train.latest_checkpoint(self._run_directory)
+        """Restores the run's newest whole checkpoint, if any (the chief sets damaged ones aside);
+        returns the step to continue from."""
+        latest = checkpoints.newest_whole_checkpoint(self._run_directory, set_aside=self.is_chief)
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
+            if self.is_chief:  # the manager reads the (possibly rewritten) index when it is made
+                self.manager = tf.train.CheckpointManager(
+                    self.checkpoint, self._run_directory, max_to_keep=self.config.train.max_checkpoints
+                )
         return int(self.step.numpy())
+
+    def save(self, step: int) -> None:
+        """Writes checkpoint `step`. A failed write (a full disk) removes its partial files and
+        raises StorageError; the earlier checkpoints stay as they were."""
+        try:
+            self.manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as e:
+            directory = self.manager.directory
+            files.remove_stale_temporaries(directory)
+            for path in glob.glob(os.path.join(glob.escape(directory), f"ckpt-{step}.*")):
+                os.remove(path)
+            cause = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+            raise StorageError(
+                f"could not write checkpoint {step} in {directory} ({cause}); removed its partial files, the run "
+                f"resumes from {self.manager.latest_checkpoint or 'step 0'}"
+            ) from None
 
     def _replica_step(self, batch: Episode, seed: tf.Tensor) -> tuple[tf.Tensor, list, tf.Tensor]:
         """One replica's share of a step: (its loss, its gradients, its metrics [len(metric_names)]),
@@ -311,9 +343,20 @@ def train(config: RunConfig) -> dict[str, float]:
     image_size, dataset_from = task.training_data()
     train_config = config.train
     checkpoints.check_compatible(config)
-    os.makedirs(train_config.logdir, exist_ok=True)
+    files.require_writable(train_config.logdir)
 
     trainer = Trainer(config, image_size, task)
+    with contextlib.ExitStack() as held:
+        if trainer.is_chief:  # one writer per logdir
+            held.enter_context(files.exclusive_logdir(train_config.logdir))
+            for folder in (train_config.logdir, checkpoints.checkpoint_dir(train_config.logdir)):
+                for path in files.remove_stale_temporaries(folder):
+                    logger.info("removed %s, left by a killed run", path)
+        return _train(config, trainer, dataset_from)
+
+
+def _train(config: RunConfig, trainer: Trainer, dataset_from) -> dict[str, float]:
+    train_config = config.train
     start = trainer.restore()
     chief = trainer.is_chief
     metrics_path = os.path.join(train_config.logdir, "metrics.jsonl")
@@ -351,7 +394,7 @@ def train(config: RunConfig) -> dict[str, float]:
             if logs or saves or stop_signal.received:
                 check_divergence(step)
             if stop_signal.received:
-                trainer.manager.save(checkpoint_number=step)
+                trainer.save(step)
                 raise RunInterruptedError(stop_signal.received, step)
             if chief and (step % train_config.image_summary_every == 0 or step == start + 1):
                 trainer.write_images(episode)
@@ -369,7 +412,7 @@ def train(config: RunConfig) -> dict[str, float]:
                         f.write(json.dumps(metrics) + "\n")
                 window_start, window_steps = time.perf_counter(), 0
             if saves:
-                trainer.manager.save(checkpoint_number=step)
+                trainer.save(step)
     writer.flush()
     if chief:
         _export(config)
@@ -400,14 +443,23 @@ class _StopSignal:
 
 
 def _drop_metrics_after(path: str, step: int) -> None:
-    """Rows of metrics.jsonl written after the checkpoint a run resumes from are redone: drop them."""
+    """Rows of metrics.jsonl written after the checkpoint a run resumes from are redone: drop them,
+    and a row torn by a crash or a full disk mid-write."""
     if not os.path.isfile(path):
         return
+    kept, torn = [], []
     with open(path) as f:
-        rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(rows)
-    os.replace(path + ".tmp", path)
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line.rstrip("\n") + "\n")
+            except (json.JSONDecodeError, KeyError, TypeError):
+                torn.append(number)
+    if torn:
+        logger.warning("%s: dropped row(s) %s, not whole JSON rows (torn by a crash mid-write)", path, torn)
+    files.write_atomically(path, "".join(kept))
 
 
 def _export(config: RunConfig) -> None:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import logging
 import os
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
+_TEMPORARY_SUFFIX = ".tmp"
+_STALE_AFTER_SEC = 3600.0  # a cache write takes seconds; an older temporary is a killed writer's
 
 
 def default_cache_dir() -> str:
@@ -24,20 +32,29 @@ def cache_path(cache_dir: str | None, name: str, key: str) -> str:
     return os.path.join(cache_dir or default_cache_dir(), f"{name}-{key[:16]}.npz")
 
 
-def load_or_build(path: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def load_or_build(
+    path: str, build: Callable[[], dict[str, np.ndarray]], expected: Callable[[dict[str, np.ndarray]], str | None]
+) -> dict[str, np.ndarray]:
     """Returns the arrays stored at `path`, or builds, stores and returns them.
 
-    A file that cannot be read back whole (a crash during an earlier write, a disk
-    error) is rebuilt rather than trusted.
+    A file that cannot be read back whole (a crash during an earlier write, a disk error), or
+    whose arrays `expected` finds wrong (it returns what is wrong, or None), is rebuilt rather
+    than trusted. Temporaries that killed writers left in the cache folder for over an hour are
+    removed.
     """
+    _remove_stale_temporaries(os.path.dirname(path))
     try:
         with np.load(path, allow_pickle=False) as stored:
-            return {name: stored[name] for name in stored.files}
+            arrays = {name: stored[name] for name in stored.files}
+        problem = expected(arrays)
+        if problem is None:
+            return arrays
+        logger.warning("rebuilding the cache %s: %s", path, problem)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
         pass
     arrays = build()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), suffix=_TEMPORARY_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -46,3 +63,31 @@ def load_or_build(path: str, build: Callable[[], dict[str, np.ndarray]]) -> dict
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
     return arrays
+
+
+def arrays_problem(arrays: dict[str, np.ndarray], shapes: dict[str, tuple], dtypes: dict[str, str]) -> str | None:
+    """What is wrong with cached `arrays` given each array's expected shape (None: any length along
+    that axis; one length shared by every array whose shape starts with "n") and dtype kind."""
+    missing = sorted(set(shapes) - set(arrays))
+    if missing:
+        return f"no array {missing[0]!r}"
+    lengths = set()
+    for name, shape in shapes.items():
+        actual = arrays[name].shape
+        if len(actual) != len(shape) or any(want not in (None, "n", got) for want, got in zip(shape, actual)):
+            return f"{name!r} has shape {actual}, expected {shape}"
+        if arrays[name].dtype.kind != dtypes[name]:
+            return f"{name!r} has dtype {arrays[name].dtype}"
+        if shape and shape[0] == "n":
+            lengths.add(actual[0])
+    if len(lengths) > 1 or 0 in lengths:
+        return f"arrays of lengths {sorted(lengths)}, expected one positive length"
+    return None
+
+
+def _remove_stale_temporaries(folder: str) -> None:
+    now = time.time()
+    for stale in glob.glob(os.path.join(glob.escape(folder), f"tmp*{_TEMPORARY_SUFFIX}")):
+        with contextlib.suppress(OSError):
+            if now - os.path.getmtime(stale) > _STALE_AFTER_SEC:
+                os.remove(stale)

@@ -35,7 +35,9 @@ def load_splits(config: DataConfig) -> dict[str, np.ndarray]:
         fingerprint = ["tfds:binarized_mnist", "by pixels"]
         build = _from_tfds
     key = hashlib.sha256(repr((_PREPROCESSING_VERSION, fingerprint)).encode()).hexdigest()
-    return cache.load_or_build(cache.cache_path(config.cache_dir, "binarized_mnist", key), build)
+    shapes = {split: (rows, IMAGE_SIZE, IMAGE_SIZE) for split, rows in SPLITS.items()}
+    return cache.load_or_build(cache.cache_path(config.cache_dir, "binarized_mnist", key), build,
+                               lambda arrays: cache.arrays_problem(arrays, shapes, dict.fromkeys(SPLITS, "u")))
 
 
 def _amat_path(data_dir: str, split: str) -> str:

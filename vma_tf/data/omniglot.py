@@ -103,7 +103,11 @@ def load_splits(config: DataConfig) -> dict[str, CharacterSet]:
         def build() -> dict[str, np.ndarray]:
             return _by_content(_arrays_from_records(_records_from_tfds(), config.image_size))
     key = hashlib.sha256(repr((_PREPROCESSING_VERSION, config.image_size, fingerprint)).encode()).hexdigest()
-    arrays = cache.load_or_build(cache.cache_path(config.cache_dir, f"omniglot{config.image_size}", key), build)
+    size = config.image_size
+    shapes = {"images": ("n", size, size), "character_ids": ("n",), "alphabets": ("n",), "archives": ("n",)}
+    kinds = {"images": "u", "character_ids": "i", "alphabets": "U", "archives": "U"}
+    arrays = cache.load_or_build(cache.cache_path(config.cache_dir, f"omniglot{size}", key), build,
+                                 lambda arrays: cache.arrays_problem(arrays, shapes, kinds))
     return _split(arrays, config.split)
 
 

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 
-from vma_tf import checkpoints, tasks
+from vma_tf import checkpoints, files, tasks
 from vma_tf.config import EvalConfig
 from vma_tf.errors import UserInputError, require_positive
 from vma_tf.evaluation import modes, reports
@@ -66,6 +66,9 @@ def run_evaluation(
     if mode not in modes.MODES:
         raise UserInputError(f"--mode must be one of {sorted(modes.MODES)}, got {mode!r}")
     validate(config)
+    checkpoints.read_run_config(logdir)  # a missing run is named before any folder is made
+    output_json = output_json or default_output(logdir, mode)
+    files.require_writable(os.path.dirname(os.path.abspath(output_json)))
     run, model, step = checkpoints.restore_model(logdir)
     reason = modes.unserved_reason(mode, model, run)
     if reason:
@@ -94,8 +97,6 @@ def run_evaluation(
         "eval_config": dataclasses.asdict(config),
     }
 
-    output_json = output_json or default_output(logdir, mode)
-    os.makedirs(os.path.dirname(os.path.abspath(output_json)), exist_ok=True)
     stem = os.path.splitext(output_json)[0]
     figures = []
     if mode in reports.FIGURES:
@@ -104,8 +105,8 @@ def run_evaluation(
     if images is not None:
         figures += reports.samples_figures(result, images, stem)
     result["meta"]["figures"] = figures
-    _write_atomically(output_json, json.dumps(result, indent=2))
-    _write_atomically(f"{stem}.md", reports.MARKDOWN[mode](result))
+    files.write_atomically(output_json, json.dumps(result, indent=2))
+    files.write_atomically(f"{stem}.md", reports.MARKDOWN[mode](result))
     logger.info("wrote %s, %s.md %s", output_json, stem, " ".join(figures))
     return result
 
@@ -135,9 +136,3 @@ def training_curves(logdir: str, output_json: str | None = None) -> str:
     reports.curves_figure(rows, figure, f"{logdir} ({model}), steps {rows[0]['step']}..{rows[-1]['step']}")
     logger.info("wrote %s", figure)
     return figure
-
-
-def _write_atomically(path: str, text: str) -> None:
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)

@@ -1,0 +1,90 @@
+"""Writing a run's files safely: atomic replacement through unique temporaries, and one writer per logdir.
+
+Temporaries are created with O_CREAT | O_EXCL under a fresh name (`tempfile`), so a symlink planted
+at a predictable name is never followed; they live beside their target, so the final rename is
+atomic, and they are removed when the write fails (a full disk) or, left by a killed process, by
+the next run that holds the logdir's lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import glob
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+from vma_tf.errors import StorageError, UserInputError
+
+TEMPORARY_SUFFIX = ".tmp"
+LOCK_FILE = "train.lock"
+
+
+def require_writable(folder: str) -> None:
+    """Creates `folder` if needed and checks that a file can be written in it; raises StorageError
+    otherwise, before any work is done."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise StorageError(f"cannot write in {folder} ({e.strerror or e})") from None
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Replaces `path` by `text` in one step: readers see the old file or the new one, never a part."""
+    directory, name = os.path.split(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f"{name}.", suffix=TEMPORARY_SUFFIX)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
+
+
+def temporary_folder_beside(path: str) -> str:
+    """A new, empty folder named `<path>.<random>.tmp` beside `path`."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return tempfile.mkdtemp(dir=directory, prefix=f"{name}.", suffix=TEMPORARY_SUFFIX)
+
+
+def remove_stale_temporaries(folder: str) -> list[str]:
+    """Removes what killed writers left in `folder`: `*.tmp` files and folders of ours, and
+    TensorFlow's `*_temp` checkpoint folders. Only for a folder no other process writes (the
+    holder of its logdir's lock). Returns the removed paths."""
+    stale = glob.glob(os.path.join(glob.escape(folder), f"*{TEMPORARY_SUFFIX}"))
+    stale += glob.glob(os.path.join(glob.escape(folder), "*_temp"))
+    for path in stale:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+    return stale
+
+
+@contextlib.contextmanager
+def exclusive_logdir(logdir: str) -> Iterator[None]:
+    """Holds `logdir/train.lock` (an advisory lock the kernel drops when the process dies, so a
+    killed run never leaves it stuck); raises UserInputError naming the holder when another
+    process has it."""
+    fd = os.open(os.path.join(logdir, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise UserInputError(f"{logdir} is in use by process {holder}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
