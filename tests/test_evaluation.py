@@ -18,7 +18,7 @@ from PIL import Image
 
 from vma_tf.config import DataConfig, EvalConfig
 from vma_tf.data import omniglot
-from vma_tf.errors import UserInputError
+from vma_tf.errors import StorageError, UserInputError
 from vma_tf.evaluation import classification, reports, runner
 from vma_tf.models import REGISTRY
 
@@ -65,7 +65,8 @@ def rendered_tables(markdown: str) -> list[list[list[str]]]:
             row = []
         elif token.type == "tr_close":
             tables[-1].append(row)
-        elif token.type == "inline" and row is not None and tables and token.level > 0:
+            row = None
+        elif token.type == "inline" and row is not None:  # a cell of the row being read
             row.append(token.content)
     delimiter_rows = [line for line in markdown.splitlines() if re.fullmatch(r"\|(---\|)+", line)]
     assert len(tables) == len(delimiter_rows), "a table does not render"
@@ -208,6 +209,11 @@ def test_bad_input_ends_with_one_line_error(flags, message, smoke_run, data_dir,
                       check=False)
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode != 0 and last.startswith("eval.py: error: ") and re.search(message, last), last
+
+
+def test_an_unwritable_output_is_named_before_any_work(smoke_run, data_dir, cache_dir):
+    with pytest.raises(StorageError, match=r"cannot write in /proc/vma_eval \("):
+        runner.run_evaluation(smoke_run, "nll", SMALL_CONFIG, data_dir, cache_dir, "/proc/vma_eval/nll.json")
 
 
 def test_missing_run_is_named(tmp_path):

@@ -13,7 +13,7 @@ import tensorflow as tf
 from conftest import REPO, checkpoint_digest
 from PIL import Image
 
-from vma_tf.export import SAVED_MODEL_DIR, export_run
+from vma_tf.export import SAMPLE_CHUNK, SAVED_MODEL_DIR, export_run
 
 S = 26
 
@@ -42,6 +42,39 @@ def test_wrong_shapes_and_dtypes_are_rejected(saved_model):
         model.signatures["sample"](memory=memory, num_samples=tf.constant(2.0), seed=tf.constant(0))
     with pytest.raises(tf.errors.InvalidArgumentError, match="number of importance samples must be positive"):
         model.signatures["log_likelihood"](x=memory, memory=memory, num_samples=tf.constant(0))
+
+
+@pytest.mark.slow
+def test_bad_pixels_empty_inputs_and_counts_are_defined(saved_model):
+    model = tf.saved_model.load(saved_model)
+    memory, x = tf.constant(_images(3, 2)), tf.constant(_images(2, 3))
+    signatures = model.signatures
+    for value in (float("nan"), float("inf"), -1.0, 1.5):
+        bad = tf.tensor_scatter_nd_update(x, [[0, 5, 5, 0]], [value])
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"x must hold pixels in \[0, 1\], without NaN or inf"):
+            signatures["log_likelihood"](x=bad, memory=memory, num_samples=tf.constant(4))
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"memory must hold pixels in \[0, 1\]"):
+            signatures["sample"](memory=tf.concat([memory, bad], 0), num_samples=tf.constant(2), seed=tf.constant(0))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"embeddings must be finite"):
+        encoded = signatures["encode_memory"](memory=memory)
+        signatures["sample_encoded"](embeddings=encoded["embeddings"] * np.nan, entries=encoded["entries"],
+                                     num_samples=tf.constant(2), seed=tf.constant(0))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="memory must hold at least min_memory_size images"):
+        signatures["sample"](memory=memory[:0], num_samples=tf.constant(2), seed=tf.constant(0))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="num_samples must not be negative"):
+        signatures["sample"](memory=memory, num_samples=tf.constant(-1), seed=tf.constant(0))
+    # Empty batches and counts give empty outputs.
+    assert signatures["log_likelihood"](x=x[:0], memory=memory, num_samples=tf.constant(4))["nll_nats"].shape == [0]
+    assert signatures["address_posterior"](x=x[:0], memory=memory)["probs"].shape == [0, 3]
+    none = signatures["sample"](memory=memory, num_samples=tf.constant(0), seed=tf.constant(0))
+    assert none["images"].shape == [0, S, S, 1] and none["addresses"].shape == [0]
+    # Past one chunk, samples come chunk by chunk, as many as asked for, every address in the memory.
+    many = signatures["sample"](memory=memory, num_samples=tf.constant(SAMPLE_CHUNK + 3), seed=tf.constant(0))
+    assert many["images"].shape == [SAMPLE_CHUNK + 3, S, S, 1]
+    assert set(np.unique(many["addresses"].numpy())) <= {0, 1, 2}
+    few = signatures["sample"](memory=memory, num_samples=tf.constant(5), seed=tf.constant(0))
+    again = signatures["sample"](memory=memory, num_samples=tf.constant(5), seed=tf.constant(0))
+    np.testing.assert_array_equal(few["images"].numpy(), again["images"].numpy())
 
 
 @pytest.mark.slow
@@ -87,8 +120,9 @@ def test_sample_py_draws_a_grid_from_a_users_images(saved_model, data_dir, tmp_p
     # Each image alone as the memory, rows of equal length; the output's folder is made.
     output = tmp_path / "new" / "folder" / "grid.png"
     result = subprocess.run(
-        [*sample, f"--memory={tmp_path}/*.png,{tmp_path}/mine.jpg", "--samples_per_image=5", "--zoom=2",
-         f"--output={output}"],
+        [*sample, "--memory=" + ",".join([*(str(tmp_path / os.path.basename(n)) for n in names),
+                                          str(tmp_path / "mine.jpg")]),
+         "--samples_per_image=5", "--zoom=2", f"--output={output}"],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,5 +1,6 @@
 """A run survives non-finite steps, SIGTERM and SIGKILL, and refuses an incompatible logdir."""
 
+import errno
 import json
 import os
 import random
@@ -13,11 +14,13 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import REPO, checkpoint_digest
 from PIL import Image
-from test_training import TINY, model_weights, read_metrics, run_train
+from test_training import TINY, model_weights, read_metrics, run_train, train_main_in_process
 
 from vma_tf import checkpoints, export
+from vma_tf.errors import StorageError, UserInputError
 
 
 def _last_error_line(result):
@@ -189,11 +192,14 @@ def test_bad_data_is_named_and_nothing_is_cached(damage, message, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_a_logdir_from_before_the_model_registry_resumes_evaluates_and_exports(data_dir, cache_dir, tmp_path):
+def test_a_logdir_from_before_the_model_registry_resumes_evaluates_and_exports(
+    three_checkpoints, data_dir, cache_dir, tmp_path
+):
     """A config.json written before `--model` existed has no model name: it is VMA's, and the run
     resumes, restores for evaluation and exports."""
+    tmp_path = tmp_path / "run"
+    shutil.copytree(three_checkpoints, tmp_path)
     common = [f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={tmp_path}", *TINY]
-    run_train(*common)
     with open(tmp_path / "config.json") as f:
         config = json.load(f)
     del config["model"]["name"]
@@ -257,6 +263,12 @@ def test_a_damaged_run_resumes_from_its_newest_whole_checkpoint(three_checkpoint
     _damage(folder, "data_cut")
     with open(os.path.join(logdir, "metrics.jsonl"), "a") as f:
         f.write('{"step": 4, "loss_na')
+    # What killed runs leave, and links planted at the names temporaries had before.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    for name in ("config.json.tmp", "metrics.jsonl.tmp"):
+        os.symlink(victim, os.path.join(logdir, name))
+    os.makedirs(os.path.join(folder, "ckpt-9_temp"))
     result = run_train(f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={logdir}", *TINY,
                        "--checkpoint_every=1", "--steps=5")
     assert re.search(r"checkpoint .*ckpt-3 is damaged \(IndexError: Read less bytes than requested\); "
@@ -265,6 +277,9 @@ def test_a_damaged_run_resumes_from_its_newest_whole_checkpoint(three_checkpoint
     assert {"ckpt-3.data-00000-of-00001.damaged", "ckpt-3.index.damaged"} <= set(os.listdir(folder))
     assert [row["step"] for row in read_metrics(logdir)] == [1, 2, 3, 4, 5]
     assert model_weights(logdir)[1] == 5
+    assert victim.read_text() == "keep me"
+    leftovers = [name for name in os.listdir(logdir) + os.listdir(folder) if name.endswith((".tmp", "_temp"))]
+    assert leftovers == []
 
 
 def test_a_run_whose_checkpoints_are_all_damaged_is_refused_untouched(three_checkpoints, data_dir, cache_dir,
@@ -283,3 +298,58 @@ def test_a_run_whose_checkpoints_are_all_damaged_is_refused_untouched(three_chec
         rf"train\.py: error: no checkpoint in {re.escape(folder)} reads back whole \(newest: .*ckpt-3: .*\); "
         "nothing was changed", _last_error_line(result)), result.stderr[-2000:]
     assert checkpoint_digest(logdir) == before
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(data=5), r'not a vma_tf run configuration \("data" is the number 5, not an object\)'),
+    (lambda c: c["model"].update(latent_dim="16"), r'"model\.latent_dim" is the string "16", expected int'),
+    (lambda c: c["model"].update(image_size=28), r"gives image_size=28 but .*ckpt-3 was trained with image_size=26"),
+    (lambda c: c["model"].update(latent_dim=5), r"gives latent_dim=5 but .*ckpt-3 was trained with latent_dim=4"),
+], ids=["section_not_an_object", "string_for_int", "image_size", "latent_dim"])
+def test_a_config_json_that_does_not_describe_the_checkpoint_is_named(edit, message, three_checkpoints, tmp_path):
+    logdir = str(tmp_path / "run")
+    shutil.copytree(three_checkpoints, logdir)
+    with open(os.path.join(logdir, "config.json")) as f:
+        config = json.load(f)
+    edit(config)
+    with open(os.path.join(logdir, "config.json"), "w") as f:
+        json.dump(config, f)
+    with pytest.raises(UserInputError, match=message):
+        checkpoints.restore_model(logdir)
+
+
+def test_a_full_disk_during_a_checkpoint_removes_the_partial_files_and_names_the_cause(
+    data_dir, cache_dir, tmp_path, monkeypatch
+):
+    save = tf.train.CheckpointManager.save
+
+    def full_disk_at_step_4(manager, checkpoint_number=None, **kwargs):
+        if checkpoint_number == 4:  # as TensorFlow leaves a sharded save that ran out of space
+            os.makedirs(os.path.join(manager.directory, "ckpt-4_temp"))
+            with open(os.path.join(manager.directory, "ckpt-4_temp", "part-00000"), "wb") as f:
+                f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(manager, checkpoint_number=checkpoint_number, **kwargs)
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", full_disk_at_step_4)
+    error = train_main_in_process([f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={tmp_path}",
+                                   *TINY, "--checkpoint_every=2", "--steps=4"])
+    folder = os.path.join(tmp_path, "checkpoints")
+    assert error == (f"train.py: error: could not write checkpoint 4 in {folder} (No space left on device); "
+                     f"removed its partial files, the run resumes from {folder}/ckpt-2")
+    assert sorted(os.listdir(folder)) == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
+
+
+def test_a_full_disk_during_an_export_removes_the_partial_export(smoke_run, monkeypatch):
+    def full_disk(module, directory, signatures):
+        with open(os.path.join(directory, "saved_model.pb"), "wb") as f:
+            f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    before = sorted(os.listdir(smoke_run))
+    monkeypatch.setattr(tf.saved_model, "save", full_disk)
+    with pytest.raises(StorageError) as failed:
+        export.export_run(smoke_run)
+    assert str(failed.value) == (f"could not write the export {os.path.join(smoke_run, 'saved_model')} "
+                                 "(No space left on device); removed the partial files")
+    assert sorted(os.listdir(smoke_run)) == before  # the previous export stays, nothing is left beside it

@@ -19,12 +19,14 @@ import tensorflow as tf
 from tensorflow.python.checkpoint import checkpoint_management
 
 from vma_tf import files
-from vma_tf.config import RunConfig
+from vma_tf.config import ModelConfig, RunConfig
 from vma_tf.errors import UserInputError
 from vma_tf.models import build_model
 
 CONFIG_FILE = "config.json"
 DAMAGED_SUFFIX = ".damaged"
+# The model configuration a checkpoint was trained with, stored in it as JSON (since 2026-11-23).
+MODEL_CONFIG_KEY = "model_config/.ATTRIBUTES/VARIABLE_VALUE"
 logger = logging.getLogger(__name__)
 
 
@@ -112,6 +114,36 @@ def read_run_config(logdir: str) -> RunConfig:
         raise UserInputError(f"{path} is not a vma_tf run configuration ({e})") from e
 
 
+def model_config_variable(config: ModelConfig) -> tf.Variable:
+    """`config` as a JSON string variable, to be saved in every checkpoint under "model_config"."""
+    return tf.Variable(json.dumps(dataclasses.asdict(config), sort_keys=True), trainable=False, name="model_config")
+
+
+def require_trained_model(prefix: str, config: ModelConfig, described_by: str) -> None:
+    """Raises UserInputError naming the first field where `config` (from `described_by`, a file or
+    the flags) differs from the model configuration stored in checkpoint `prefix`. Checkpoints from
+    before it was stored are checked by their variables' shapes when restored."""
+    reader = tf.train.load_checkpoint(prefix)
+    if not reader.has_tensor(MODEL_CONFIG_KEY):
+        return
+    trained = json.loads(reader.get_tensor(MODEL_CONFIG_KEY).decode())
+    given = json.loads(json.dumps(dataclasses.asdict(config)))
+    for name, value in given.items():
+        if name in trained and trained[name] != value:
+            raise UserInputError(
+                f"{described_by} gives {name}={value!r} but {prefix} was trained with {name}={trained[name]!r}"
+            )
+
+
+def restore(checkpoint: tf.train.Checkpoint, prefix: str, described_by: str) -> None:
+    """Restores `prefix` into `checkpoint` (whose model `described_by` describes), every model
+    variable; a checkpoint that does not fit ends in UserInputError."""
+    try:
+        checkpoint.restore(prefix).expect_partial().assert_existing_objects_matched()
+    except (ValueError, AssertionError) as e:
+        raise UserInputError(f"{described_by} does not describe {prefix} ({str(e).splitlines()[0][:200]})") from None
+
+
 def restore_model(logdir: str) -> tuple[RunConfig, keras.Model, int]:
     """Rebuilds the model of the run in `logdir` from its latest checkpoint, read-only.
 
@@ -121,12 +153,13 @@ def restore_model(logdir: str) -> tuple[RunConfig, keras.Model, int]:
     latest = newest_whole_checkpoint(checkpoint_dir(logdir), set_aside=False)
     if latest is None:
         raise UserInputError(f"no checkpoint in {checkpoint_dir(logdir)} reads back whole")
+    described_by = os.path.join(logdir, CONFIG_FILE)
+    require_trained_model(latest, config.model, described_by)
     # Evaluation runs in float32 whatever the training precision: the weights are float32 anyway.
     keras.mixed_precision.set_global_policy("float32")
     model = build_model(config.model)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    status = tf.train.Checkpoint(model=model, step=step).read(latest)
-    status.expect_partial().assert_existing_objects_matched()
+    restore(tf.train.Checkpoint(model=model, step=step), latest, described_by)
     return config, model, int(step.numpy())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from vma_tf.errors import UserInputError
 
@@ -196,12 +197,48 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> RunConfig:
-        """The inverse of `dataclasses.asdict`, for reading `config.json`."""
+        """The inverse of `dataclasses.asdict`, for reading `config.json`. A missing field takes its
+        default (files from older versions); a field of the wrong type or an unknown one raises
+        ValueError naming it."""
         sections = {"data": DataConfig, "episodes": EpisodeConfig, "model": ModelConfig, "train": TrainConfig}
-        def fields(raw: dict) -> dict:  # JSON stores tuples as lists
-            return {key: tuple(value) if isinstance(value, list) else value for key, value in raw.items()}
+        if not isinstance(values, dict):
+            raise ValueError("not a JSON object")
+        return cls(**{name: _section(name, section, values.get(name)) for name, section in sections.items()})
 
-        return cls(**{name: section(**fields(values[name])) for name, section in sections.items()})
+
+# The JSON values each annotated field type of the config dataclasses accepts (bool is not an int here).
+_JSON_TYPES = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "str | None": lambda v: v is None or isinstance(v, str),
+    "tuple[int, ...]": lambda v: isinstance(v, list) and all(_JSON_TYPES["int"](x) for x in v),
+    "tuple[str, ...]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+}
+
+
+def _section(name: str, section: type, raw: object):
+    """The config dataclass `section` from its JSON object `raw`, checked field by field."""
+    if not isinstance(raw, dict):
+        raise ValueError(f'"{name}" is {json_name(raw)}, not an object')
+    fields = {field.name: field for field in dataclasses.fields(section)}
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise ValueError(f'unknown field "{name}.{key}"')
+        if not _JSON_TYPES[fields[key].type](value):
+            raise ValueError(f'"{name}.{key}" is {json_name(value)}, expected {fields[key].type}')
+        values[key] = tuple(value) if isinstance(value, list) else value  # JSON stores tuples as lists
+    return section(**values)
+
+
+def json_name(value: object) -> str:
+    """How a JSON value is named in messages: its type and the value, e.g. 'the string "16"'."""
+    kinds = {bool: "the boolean", int: "the number", float: "the number", str: "the string", list: "a list",
+             dict: "an object", type(None): "null"}
+    kind = kinds.get(type(value), type(value).__name__)
+    return kind if isinstance(value, (list, dict)) or value is None else f"{kind} {json.dumps(value)}"
 
 
 def from_flag_values(config_class: type, values: object, **overrides):

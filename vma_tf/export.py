@@ -21,7 +21,11 @@ encodes a large memory once and queries it many times (memory and time per query
     encode_memory's outputs instead of the memory's images.
     min_memory_size: an int32 variable, the fewest memory images the signatures accept (0: GMN with
     a pseudo-input samples and scores without any).
-Images are in [0, 1] with ink = 1, H = W = the model's image size.
+Images are in [0, 1] with ink = 1, H = W = the model's image size. Every signature refuses
+images with NaN, inf or pixels outside [0, 1], a negative num_samples, and a memory smaller than
+min_memory_size, with an InvalidArgumentError naming the input. An empty batch x ([0,H,W,1]) or
+num_samples = 0 gives empty outputs. `sample` draws in chunks of SAMPLE_CHUNK, so its memory
+beyond the output itself does not grow with num_samples.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from vma_tf.models import AddressedMemory, AttendingMemory, CompactMemory, Gener
 
 SAVED_MODEL_DIR = "saved_model"
 LOG_LIKELIHOOD_SEED = (0, 0)
+SAMPLE_CHUNK = 4096  # samples decoded at once by `sample`; more are drawn chunk by chunk
 
 
 def _scalar_spec(name: str) -> tf.TensorSpec:
@@ -61,7 +66,7 @@ class ServingModule(tf.Module):
         if model.reads_context:
             memory_inputs[""] = (
                 [tf.TensorSpec(images, tf.float32, name="memory")],
-                lambda memory: model.encode_context(self._checked(memory)),
+                lambda memory: model.encode_context(self._checked_memory(memory, "memory")),
             )
         if model.reads_context and isinstance(model, AddressedMemory):
             embed_dim = model.encode_context(tf.zeros([1, image_size, image_size, 1])).embeddings.shape[-1]
@@ -102,36 +107,81 @@ class ServingModule(tf.Module):
 
         return tf.function(call, input_signature=[*before, *memory, *after])
 
-    def _checked(self, images: tf.Tensor) -> tf.Tensor:
-        # Signatures called through `model.signatures[...]` check dtypes but not shapes; this
-        # turns a wrong rank or size into InvalidArgumentError before any layer sees the input.
-        return tf.ensure_shape(images, self.image_shape)
+    def _checked(self, images: tf.Tensor, name: str = "x") -> tf.Tensor:
+        """`images` after checks that turn what no layer should see into InvalidArgumentError naming
+        the input: a wrong rank or size (signatures check dtypes only), NaN, inf, or pixels outside [0, 1]."""
+        images = tf.ensure_shape(images, self.image_shape)
+        in_range = tf.reduce_all((images >= 0.0) & (images <= 1.0))  # false for NaN too
+        tf.debugging.Assert(in_range, [f"{name} must hold pixels in [0, 1], without NaN or inf"])
+        return tf.identity(images)
+
+    def _checked_memory(self, images: tf.Tensor, name: str) -> tf.Tensor:
+        images = self._checked(images, name)
+        tf.debugging.Assert(tf.shape(images)[0] >= self.min_memory_size,
+                            [f"{name} must hold at least min_memory_size images for this model:", self.min_memory_size])
+        return tf.identity(images)
 
     def _compact_memory(self, embeddings: tf.Tensor, entries: tf.Tensor) -> CompactMemory:
-        embeddings, entries = tf.ensure_shape(embeddings, self.embeddings_shape), self._checked(entries)
+        embeddings = tf.ensure_shape(embeddings, self.embeddings_shape)
+        entries = self._checked_memory(entries, "entries")
+        tf.debugging.assert_all_finite(embeddings, "embeddings must be finite")
         tf.debugging.assert_equal(tf.shape(embeddings)[0], tf.shape(entries)[0],
                                   message="embeddings and entries must have one row per memory entry")
         return CompactMemory(embeddings, entries)
 
     def _encode_memory(self, memory):
-        encoded = self.model.encode_context(self._checked(memory))
+        encoded = self.model.encode_context(self._checked_memory(memory, "memory"))
         return {"embeddings": encoded.embeddings, "entries": encoded.entries}
 
     def _sample(self, encoded, num_samples, seed):
-        drawn = self.model.sample(encoded, num_samples, tf.stack([seed, 0]))
-        return {name: tf.cast(value, tf.int32 if value.dtype.is_integer else tf.float32)
-                for name, value in drawn.items()}
+        tf.debugging.assert_non_negative(num_samples, message="num_samples must not be negative")
+        seed = tf.stack([seed, 0])
+        chunks = tf.maximum(1, (num_samples + SAMPLE_CHUNK - 1) // SAMPLE_CHUNK)
+
+        def draw(index):  # one chunk's samples; chunk i of several draws with fold_in(seed, i)
+            count = tf.minimum(SAMPLE_CHUNK, num_samples - index * SAMPLE_CHUNK)
+            chunk_seed = tf.where(chunks > 1, tf.random.experimental.stateless_fold_in(seed, index), seed)
+            drawn = _at_least_one(lambda n: self.model.sample(encoded, n, chunk_seed), count)
+            return {name: tf.cast(value, tf.int32 if value.dtype.is_integer else tf.float32)
+                    for name, value in drawn.items()}
+
+        first = draw(0)
+        arrays = {name: tf.TensorArray(value.dtype, size=chunks, infer_shape=False).write(0, value)
+                  for name, value in first.items()}
+
+        def body(index, arrays):
+            return index + 1, {name: arrays[name].write(index, value) for name, value in draw(index).items()}
+
+        _, arrays = tf.while_loop(lambda index, _: index < chunks, body, (tf.constant(1), arrays))
+        return {name: array.concat() for name, array in arrays.items()}
 
     def _log_likelihood(self, x, encoded, num_samples):
         seed = tf.constant(LOG_LIKELIHOOD_SEED, tf.int32)
-        sums = streamed_sums(self.model, self._checked(x), encoded, num_samples, self.pairs_per_call, seed)
-        return {"nll_nats": -(sums["log_sum_w"] - tf.math.log(tf.cast(num_samples, tf.float32)))}
+
+        def nll(x):
+            sums = streamed_sums(self.model, x, encoded, num_samples, self.pairs_per_call, seed)
+            return {"nll_nats": -(sums["log_sum_w"] - tf.math.log(tf.cast(num_samples, tf.float32)))}
+
+        return _per_target(nll, self._checked(x))
 
     def _address_posterior(self, x, encoded):
-        return {"probs": self.model.address_posterior(self._checked(x), encoded).probs_parameter()}
+        return _per_target(lambda x: {"probs": self.model.address_posterior(x, encoded).probs_parameter()},
+                           self._checked(x))
 
     def _attention(self, x, encoded):
-        return {"weights": self.model.attention(self._checked(x), encoded)}
+        return _per_target(lambda x: {"weights": self.model.attention(x, encoded)}, self._checked(x))
+
+
+def _at_least_one(draw, count: tf.Tensor) -> dict[str, tf.Tensor]:
+    """draw(count), where draw(0) is not defined for every model: then draw(1) cut to 0 rows."""
+    return tf.cond(count > 0, lambda: draw(count), lambda: tf.nest.map_structure(lambda t: t[:0], draw(1)))
+
+
+def _per_target(compute, x: tf.Tensor) -> dict[str, tf.Tensor]:
+    """compute(x) for targets x [B, H, W, 1], rows per target; for B = 0, empty outputs of the same
+    trailing shape (compute of one blank image, cut to 0 rows)."""
+    return tf.cond(tf.shape(x)[0] > 0, lambda: compute(x),
+                   lambda: tf.nest.map_structure(lambda t: t[:0], compute(tf.zeros([1, *x.shape[1:]]))))
 
 
 def export_saved_model(model, image_size: int, directory: str) -> str:

@@ -179,7 +179,8 @@ class Trainer:
         self.strategy = make_strategy(train.strategy)
         self.is_chief = is_chief(self.strategy)
         with self.strategy.scope():
-            self.model = build_model(dataclasses.replace(config.model, image_size=image_size))
+            self.model_config = dataclasses.replace(config.model, image_size=image_size)
+            self.model = build_model(self.model_config)
             # The step's metrics, in nats: the loss, the reconstruction term and the model's diagnostics.
             self.metric_names = ("loss_nats", "recon_nats", *self.model.DIAGNOSTICS)
             optimizer = keras.optimizers.Adam(train.learning_rate)
@@ -193,7 +194,16 @@ class Trainer:
             self._sums = tf.Variable(tf.zeros([len(self.metric_names)]), trainable=False, name="metric_sums")
             self._count = tf.Variable(0.0, trainable=False, name="metric_count")
             self._skipped = tf.Variable(0.0, trainable=False, name="skipped_steps")
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
+        # The metrics window and the non-finite run are saved too, so that a run resumed mid-window
+        # writes the rows an uninterrupted run writes.
+        self._window = tf.train.Checkpoint(
+            sums=self._sums, count=self._count, skipped=self._skipped, nonfinite_in_a_row=self.nonfinite_in_a_row
+        )
+        self._training_state = {"model": self.model, "optimizer": self.optimizer, "step": self.step}
+        # Saved besides the training state; checkpoints written before 2026-11-23 lack them.
+        self._recorded = {"window": self._window,
+                          "model_config": checkpoints.model_config_variable(self.model_config)}  # a string: unscoped
+        self.checkpoint = tf.train.Checkpoint(**self._training_state, **self._recorded)
         # Every worker saves (a save may need them all); only the chief's checkpoints are the run's.
         directory = checkpoints.checkpoint_dir(train.logdir)
         if not self.is_chief:
@@ -208,7 +218,12 @@ class Trainer:
         returns the step to continue from."""
         latest = checkpoints.newest_whole_checkpoint(self._run_directory, set_aside=self.is_chief)
         if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            checkpoints.require_trained_model(latest, self.model_config, "the flags")
+            present = {name.split("/")[0] for name, _ in tf.train.list_variables(latest)}
+            restored = self.checkpoint if set(self._recorded) <= present else tf.train.Checkpoint(
+                **self._training_state, **{name: value for name, value in self._recorded.items() if name in present}
+            )
+            checkpoints.restore(restored, latest, "the flags")
             if self.is_chief:  # the manager reads the (possibly rewritten) index when it is made
                 self.manager = tf.train.CheckpointManager(
                     self.checkpoint, self._run_directory, max_to_keep=self.config.train.max_checkpoints
@@ -339,11 +354,11 @@ class Trainer:
 def train(config: RunConfig) -> dict[str, float]:
     """Trains (or resumes) the run `config` describes; returns the last logged metrics."""
     validate(config)
+    train_config = config.train
+    files.require_writable(train_config.logdir)
     task = tasks.build_task(config)
     image_size, dataset_from = task.training_data()
-    train_config = config.train
     checkpoints.check_compatible(config)
-    files.require_writable(train_config.logdir)
 
     trainer = Trainer(config, image_size, task)
     with contextlib.ExitStack() as held:
@@ -389,7 +404,9 @@ def _train(config: RunConfig, trainer: Trainer, dataset_from) -> dict[str, float
         for step, episode in enumerate(dataset.take(train_config.steps - start), start=start + 1):
             trainer.train_step(episode)
             window_steps += 1
-            logs = step % train_config.log_every == 0 or step == start + 1
+            # Rows at multiples of --log_every, and at step 1 (a resumed run's first row would be one
+            # that an uninterrupted run does not write).
+            logs = step % train_config.log_every == 0 or step == 1
             saves = step % train_config.checkpoint_every == 0 or step == train_config.steps
             if logs or saves or stop_signal.received:
                 check_divergence(step)

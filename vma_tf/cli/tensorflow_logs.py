@@ -26,7 +26,7 @@ _TENSORFLOW_LINE = re.compile(
 )
 
 
-def is_tensorflow_line(line: str) -> bool:
+def _is_tensorflow_line(line: str) -> bool:
     return bool(_TENSORFLOW_LINE.match(line))
 
 
@@ -59,5 +59,5 @@ def quiet_tensorflow(verbose: bool) -> Iterator[None]:
             os.close(saved)
             captured.seek(0)
             lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            sys.stderr.write("".join(line for line in lines if not is_tensorflow_line(line)))
+            sys.stderr.write("".join(line for line in lines if not _is_tensorflow_line(line)))
             sys.stderr.flush()
