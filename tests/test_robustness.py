@@ -117,7 +117,7 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_at_the_current_step(signal_number,
 def test_sigkill_at_random_moments_loses_at_most_a_checkpoint_interval(data_dir, cache_dir, tmp_path):
     """Two SIGKILLs at random moments (during steps, checkpoint writes or the export), then a
     rerun: the same step count, metrics and weights as a run that was never interrupted."""
-    steps, every = 30, 5
+    steps, every = 20, 5
     common = [f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", *TINY, f"--steps={steps}",
               f"--checkpoint_every={every}", "--export=true"]
     killed, straight = str(tmp_path / "killed"), str(tmp_path / "straight")

@@ -173,15 +173,17 @@ class ServingModule(tf.Module):
 
 
 def _at_least_one(draw, count: tf.Tensor) -> dict[str, tf.Tensor]:
-    """draw(count), where draw(0) is not defined for every model: then draw(1) cut to 0 rows."""
-    return tf.cond(count > 0, lambda: draw(count), lambda: tf.nest.map_structure(lambda t: t[:0], draw(1)))
+    """draw(count), where draw(0) is not defined for every model: then draw(1) cut to 0 rows
+    (one traced call either way)."""
+    return tf.nest.map_structure(lambda t: t[:count], draw(tf.maximum(count, 1)))
 
 
 def _per_target(compute, x: tf.Tensor) -> dict[str, tf.Tensor]:
     """compute(x) for targets x [B, H, W, 1], rows per target; for B = 0, empty outputs of the same
-    trailing shape (compute of one blank image, cut to 0 rows)."""
-    return tf.cond(tf.shape(x)[0] > 0, lambda: compute(x),
-                   lambda: tf.nest.map_structure(lambda t: t[:0], compute(tf.zeros([1, *x.shape[1:]]))))
+    trailing shape (compute of one blank image, cut to 0 rows; one traced call either way)."""
+    batch = tf.shape(x)[0]
+    targets = tf.cond(batch > 0, lambda: x, lambda: tf.zeros([1, *x.shape[1:]]))
+    return tf.nest.map_structure(lambda t: t[:batch], compute(targets))
 
 
 def export_saved_model(model, image_size: int, directory: str) -> str:
