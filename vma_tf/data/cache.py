@@ -13,8 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from vma_tf.files import TEMPORARY_SUFFIX
+
 logger = logging.getLogger(__name__)
-_TEMPORARY_SUFFIX = ".tmp"
 _STALE_AFTER_SEC = 3600.0  # a cache write takes seconds; an older temporary is a killed writer's
 
 
@@ -54,7 +55,7 @@ def load_or_build(
         pass
     arrays = build()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), suffix=_TEMPORARY_SUFFIX)
+    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), suffix=TEMPORARY_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -87,7 +88,7 @@ def arrays_problem(arrays: dict[str, np.ndarray], shapes: dict[str, tuple], dtyp
 
 def _remove_stale_temporaries(folder: str) -> None:
     now = time.time()
-    for stale in glob.glob(os.path.join(glob.escape(folder), f"tmp*{_TEMPORARY_SUFFIX}")):
+    for stale in glob.glob(os.path.join(glob.escape(folder), f"tmp*{TEMPORARY_SUFFIX}")):
         with contextlib.suppress(OSError):
             if now - os.path.getmtime(stale) > _STALE_AFTER_SEC:
                 os.remove(stale)
