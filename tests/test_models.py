@@ -214,8 +214,22 @@ def test_vma_diagnostics_match_an_independent_computation(vma):
     entropy = -(q * np.log(q)).sum(-1)
     np.testing.assert_allclose(record.diagnostics["kl_a"].numpy(), np.broadcast_to(kl, (K, B)), atol=1e-4)
     np.testing.assert_allclose(record.diagnostics["entropy_a"].numpy(), np.broadcast_to(entropy, (K, B)), atol=1e-4)
+    aggregate = q.mean(0)
+    information = -(aggregate * np.log(aggregate)).sum() - entropy.mean()
+    np.testing.assert_allclose(record.diagnostics["address_information"].numpy(), np.full((K, B), information),
+                               atol=1e-4)
     np.testing.assert_allclose(record.score_log_prob.numpy(), np.log(q[np.arange(B), record.reads.numpy()]),
                                atol=1e-4)
+
+
+def test_address_information_is_zero_for_alike_rows_and_log_b_for_distinct_one_hot_rows():
+    def information(logits):
+        return float(addressing.mutual_information(tfp.distributions.Categorical(logits=tf.constant(logits))))
+
+    assert information([[0.0, 50.0, 0.0, 0.0]] * 3) == pytest.approx(0.0, abs=1e-6)  # KL to a flat p(a): log 4
+    assert information([[50.0, 0, 0, 0], [0, 50.0, 0, 0], [0, 0, 50.0, 0]]) == pytest.approx(np.log(3), abs=1e-5)
+    halves = [[0.0, 0.0, -np.inf, -np.inf], [-np.inf, -np.inf, 0.0, 0.0]]  # masked entries: one bit
+    assert information(halves) == pytest.approx(np.log(2), abs=1e-6)
 
 
 def test_the_training_path_equals_encoding_first(vma):

@@ -77,3 +77,14 @@ def log_prob_at(distribution: tfd.Categorical, addresses: tf.Tensor) -> tf.Tenso
     rows = tf.reshape(log_probs, [-1, tf.shape(log_probs)[-1]])  # [R, M]
     columns = tf.transpose(tf.reshape(addresses, [tf.shape(addresses)[0], -1]))  # [R, K]
     return tf.reshape(tf.transpose(tf.gather(rows, columns, batch_dims=1)), tf.shape(addresses))
+
+
+def mutual_information(posterior: tfd.Categorical) -> tf.Tensor:
+    """I(x; a) between the targets and their addresses, in nats: H[mean_x q(a|x)] - mean_x H[q(a|x)]
+    over the rows of a posterior of batch [B] (the empirical distribution of B targets): [], at
+    most log B. Zero when every target addresses the memory alike, however peaked q(a|x) is."""
+    log_probs = tf.nn.log_softmax(posterior.logits_parameter())  # [B, M]
+    probs = tf.exp(log_probs)
+    aggregate = tf.reduce_mean(probs, axis=0)
+    mean_entropy = -tf.reduce_mean(tf.reduce_sum(tf.math.multiply_no_nan(log_probs, probs), axis=-1))
+    return -tf.reduce_sum(tf.math.xlogy(aggregate, aggregate)) - mean_entropy

@@ -78,8 +78,8 @@ class Upscaler(keras.layers.Layer):
             for coarse, fine in zip(sizes[:0:-1], sizes[-2::-1])
         )
         if memory_inputs:
-            self.finest_to_logits = keras.layers.Conv2D(1, 3, padding="same", use_bias=False)
-            self.image_to_logits = keras.layers.Conv2D(1, 3, padding="same", use_bias=False)
+            self.finest_to_logits = keras.layers.Conv2D(1, 3, padding="same", use_bias=False, name="finest_to_logits")
+            self.image_to_logits = keras.layers.Conv2D(1, 3, padding="same", use_bias=False, name="image_to_logits")
 
     def memory_logits(self, finest_level: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
         """m_a's contribution to the logits, [M, S, S, 1], from its finest level [M, S, S, C] and pixels."""

@@ -64,6 +64,7 @@ DIAGNOSTIC_LABELS = {
     "kl_a": "KL(q(a|x) ‖ p(a))",
     "kl_z": "E KL(q(z) ‖ p(z))",
     "entropy_a": "entropy of q(a|x)",
+    "address_information": "I(x; a) over a batch",
     "entropy_attention": "entropy of the attention weights",
 }
 
