@@ -49,6 +49,13 @@ def _scalar_spec(name: str) -> tf.TensorSpec:
     return tf.TensorSpec([], tf.int32, name=name)
 
 
+def _after(check: tf.Operation, values: tf.Tensor) -> tf.Tensor:
+    """`values`, computed only once `check` has passed: without the edge a layer may reach the bad
+    input first and fail with its own message (a conv given an empty batch did)."""
+    with tf.control_dependencies([check]):
+        return tf.identity(values)
+
+
 class ServingModule(tf.Module):
     """The exported functions of one model; their input signatures fix H = W = image_size."""
 
@@ -112,22 +119,23 @@ class ServingModule(tf.Module):
         the input: a wrong rank or size (signatures check dtypes only), NaN, inf, or pixels outside [0, 1]."""
         images = tf.ensure_shape(images, self.image_shape)
         in_range = tf.reduce_all((images >= 0.0) & (images <= 1.0))  # false for NaN too
-        tf.debugging.Assert(in_range, [f"{name} must hold pixels in [0, 1], without NaN or inf"])
-        return tf.identity(images)
+        return _after(tf.debugging.Assert(in_range, [f"{name} must hold pixels in [0, 1], without NaN or inf"]), images)
 
     def _checked_memory(self, images: tf.Tensor, name: str) -> tf.Tensor:
         images = self._checked(images, name)
-        tf.debugging.Assert(tf.shape(images)[0] >= self.min_memory_size,
-                            [f"{name} must hold at least min_memory_size images for this model:", self.min_memory_size])
-        return tf.identity(images)
+        enough = tf.debugging.Assert(
+            tf.shape(images)[0] >= self.min_memory_size,
+            [f"{name} must hold at least min_memory_size images for this model:", self.min_memory_size],
+        )
+        return _after(enough, images)
 
     def _compact_memory(self, embeddings: tf.Tensor, entries: tf.Tensor) -> CompactMemory:
         embeddings = tf.ensure_shape(embeddings, self.embeddings_shape)
         entries = self._checked_memory(entries, "entries")
-        tf.debugging.assert_all_finite(embeddings, "embeddings must be finite")
-        tf.debugging.assert_equal(tf.shape(embeddings)[0], tf.shape(entries)[0],
-                                  message="embeddings and entries must have one row per memory entry")
-        return CompactMemory(embeddings, entries)
+        embeddings = tf.debugging.assert_all_finite(embeddings, "embeddings must be finite")
+        rows_match = tf.debugging.assert_equal(tf.shape(embeddings)[0], tf.shape(entries)[0],
+                                               message="embeddings and entries must have one row per memory entry")
+        return CompactMemory(_after(rows_match, embeddings), entries)
 
     def _encode_memory(self, memory):
         encoded = self.model.encode_context(self._checked_memory(memory, "memory"))
