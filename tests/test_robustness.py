@@ -101,9 +101,15 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step(data_dir, cache_dir, tmp
         f"train.py: error: {tmp_path} is in use by process {process.pid}"), second.stderr[-2000:]
     sent = time.perf_counter()
     process.send_signal(signal_number)
+    # pread: the child shares the file's offset, which a seek would move under its writes.
+    while (b"stopped by signal" not in os.pread(process.log.fileno(), 1 << 20, 0)
+           and process.poll() is None and time.perf_counter() - sent < 60):
+        time.sleep(0.05)
+    # The step in flight and a checkpoint: prompt. (Tearing TensorFlow down afterwards took
+    # seconds more beside a second test worker.)
+    assert time.perf_counter() - sent < 15
     process.wait(timeout=120)
     stderr = _stderr(process)
-    assert time.perf_counter() - sent < 15  # the step in flight, a checkpoint, the exit: prompt
     assert process.returncode == 128 + signal_number, stderr[-2000:]
     _, step = model_weights(str(tmp_path))
     assert step >= 5 and f"stopped by signal {int(signal_number)} at step {step}" in stderr
