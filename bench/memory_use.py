@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from vma_tf import objectives, tasks, training  # noqa: E402
+from vma_tf import addressing, objectives, tasks, training  # noqa: E402
 from vma_tf.cli import train as train_entry  # noqa: E402  (defines the training flags)
 from vma_tf.models import AddressedMemory, context_for  # noqa: E402
 from vma_tf.seeds import seed_for  # noqa: E402
@@ -113,7 +113,7 @@ def probe(trainer: training.Trainer, batch, seed) -> dict[str, tf.Tensor]:
         "entropy_q": tf.reduce_mean(entropy(q)),
         "entropy_p": tf.reduce_mean(entropy(p)),
         "entropy_aggregate": entropy(aggregate),
-        "mutual_information": entropy(aggregate) - tf.reduce_mean(entropy(q)),
+        "mutual_information": addressing.mutual_information(model.address_posterior(batch.targets, encoded)),
         "logit_spread": tf.reduce_mean(tf.math.reduce_std(logits, axis=-1)),
         "embedding_cosine": tf.reduce_mean(cosine),
         "entry_spread": tf.sqrt(tf.reduce_mean(tf.square(entries - tf.reduce_mean(entries, axis=0)))),

@@ -83,8 +83,5 @@ def mutual_information(posterior: tfd.Categorical) -> tf.Tensor:
     """I(x; a) between the targets and their addresses, in nats: H[mean_x q(a|x)] - mean_x H[q(a|x)]
     over the rows of a posterior of batch [B] (the empirical distribution of B targets): [], at
     most log B. Zero when every target addresses the memory alike, however peaked q(a|x) is."""
-    log_probs = tf.nn.log_softmax(posterior.logits_parameter())  # [B, M]
-    probs = tf.exp(log_probs)
-    aggregate = tf.reduce_mean(probs, axis=0)
-    mean_entropy = -tf.reduce_mean(tf.reduce_sum(tf.math.multiply_no_nan(log_probs, probs), axis=-1))
-    return -tf.reduce_sum(tf.math.xlogy(aggregate, aggregate)) - mean_entropy
+    aggregate = tfd.Categorical(probs=tf.reduce_mean(posterior.probs_parameter(), axis=0))
+    return aggregate.entropy() - tf.reduce_mean(posterior.entropy())

@@ -65,21 +65,6 @@ class RandomImages(keras.initializers.Initializer):
         return tf.cast(tf.image.resize(coarse, (size, size)), dtype or tf.float32)
 
 
-class RandomEntries(keras.initializers.Initializer):
-    """A learned memory's initial vectors [M, D]: N(0, 0.1^2).
-
-    At N(0, 1) the entries differ so much through the decoder's direct paths from m_a (VIMCO's
-    log-weights spread 7.9 nats over the K samples at step 1) that q(a|x) sends every target to
-    the one best entry within 100 steps, and then p(a) follows it: KL(q||p) -> 0 and the memory
-    is lost (issue 16). At 0.1 no entry starts far ahead, and the entries become distinct as they
-    learn. The band is narrow: at 0.3 two entries win, at 0.05 the entries are too alike to be
-    told apart.
-    """
-
-    def __call__(self, shape, dtype=None):
-        return keras.initializers.RandomNormal(stddev=0.1)(shape, dtype=dtype)
-
-
 class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
     """The VMA math: addressing, the log-weights and sampling. Subclasses implement `embed_memory`,
     `entry_features`, `target_features`, `z_posterior`, `z_prior`, `likelihood` (and may override
@@ -101,7 +86,12 @@ class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
         if config.memory == "learned":
             size = config.image_size
             entry_shape = (config.memory_dim,) if config.memory_dim else (size, size, 1)
-            initializer = RandomEntries() if config.memory_dim else RandomImages()
+            # Vectors start as N(0, 0.1^2) (issue 16). At N(0, 1) the entries differ so much through
+            # the decoder's paths from m_a (VIMCO's log-weights spread 7.9 nats over the K samples
+            # at step 1) that q(a|x) sends every target to the one best entry within 100 steps, and
+            # p(a) then follows: KL(q||p) -> 0, the memory lost. The band is narrow: at 0.3 two
+            # entries win, at 0.05 the entries are too alike to be told apart.
+            initializer = keras.initializers.RandomNormal(stddev=0.1) if config.memory_dim else RandomImages()
             self.learned_memory = self.add_weight(
                 shape=(config.memory_size, *entry_shape), initializer=initializer, name="learned_memory"
             )
