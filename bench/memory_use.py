@@ -14,7 +14,9 @@ steps measures, on fixed probe batches of training episodes:
   VIMCO score term and the rest, and the RMS change of M per step since the last probe;
 - VIMCO: the spread over the K samples of the log-weights and of the learning signals
   s_k = L - L_{-k}, and E|s_k|;
-- the entries: their embeddings' mean pairwise cosine, and their RMS distance from the mean entry.
+- the entries: their embeddings' mean pairwise cosine, and their RMS distance from the mean entry;
+- dead units: every bias entry whose gradient is exactly zero on all probe batches (a ReLU unit
+  that no probe input switches on gets none, and under a ReLU it never comes back), per layer.
 Experiment flags change the run for the comparisons of README ("Learned memories: what collapsed
 and why"): --memory_init_cells / --memory_init_scale (how the entries start), --memory_step_scale
 (how far each step moves them), --zero_init (layers that start at zero).
@@ -61,7 +63,7 @@ _COLUMNS = (
     ("|∇emb|", "grad_embedding", ".3g"), ("|∇emb score|", "score_grad_embedding", ".3g"),
     ("|∇rest|", "grad_rest", ".3g"), ("ΔM_rms/step", "memory_change_rms_per_step", ".3g"),
     ("signal_sd", "signal_spread", ".3f"), ("cos", "embedding_cosine", ".2f"), ("entry_sd", "entry_spread", ".3f"),
-    ("logit_sd", "logit_spread", ".3f"),
+    ("logit_sd", "logit_spread", ".3f"), ("dead", "dead_units_total", "d"),
 )
 
 
@@ -88,10 +90,12 @@ def probe(trainer: training.Trainer, batch, seed) -> dict[str, tf.Tensor]:
         record = model.log_weights_in_context(batch.targets, context, train.num_samples, seed, batch.visible)
         bound, signal = objectives.vimco_learning_signal(record.log_weights, train.vimco_baseline)
         score = -tf.reduce_mean(tf.reduce_sum(tf.stop_gradient(signal) * record.score_log_prob, axis=0))
-        loss = -tf.reduce_mean(bound) + score
+        objective = -tf.reduce_mean(bound) + score
+        loss = objective
         if train.weight_decay:
             loss += objectives.l2_penalty(training.weight_decay_variables(model), train.weight_decay)
     gradients = tape.gradient(loss, variables)
+    objective_gradients = tape.gradient(objective, variables)  # weight decay would hide dead units
     score_gradients = tape.gradient(score, variables)
     del tape
 
@@ -124,7 +128,12 @@ def probe(trainer: training.Trainer, batch, seed) -> dict[str, tf.Tensor]:
         "score_grad_embedding": norm(score_gradients, "embedding"),
     }
     values.update({f"grad_{group}": norm(gradients, group) for group in _GROUPS})
-    return values, tf.argmax(q, axis=-1, output_type=tf.int32)
+    bias_still = {
+        variable.path: tf.equal(gradient, 0.0)
+        for variable, gradient in zip(variables, objective_gradients)
+        if variable.path.endswith("/bias") and gradient is not None
+    }
+    return values, tf.argmax(q, axis=-1, output_type=tf.int32), bias_still
 
 
 def main(argv):
@@ -171,6 +180,9 @@ def main(argv):
                     for index, batch in enumerate(probe_batches)]
         row = {name: float(np.mean([m[0][name].numpy() for m in measured])) for name in measured[0][0]}
         row["argmax_used"] = int(len(np.unique(np.concatenate([m[1].numpy() for m in measured]))))
+        dead = {path: int(np.sum(np.all([m[2][path].numpy() for m in measured], axis=0))) for path in measured[0][2]}
+        row["dead_units"] = {path: count for path, count in dead.items() if count}
+        row["dead_units_total"] = sum(dead.values())
         row.update(step=step, train_loss_nats=window["loss_nats"], train_kl_a=window.get("kl_a"),
                    train_kl_z=window.get("kl_z"), seconds=time.perf_counter() - start)
         if memory is not None:

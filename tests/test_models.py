@@ -298,6 +298,25 @@ def test_flat_prior_is_uniform():
     np.testing.assert_allclose(prior.probs_parameter().numpy(), np.full(M, 1 / M), rtol=1e-6)
 
 
+def test_a_z_head_whose_units_are_all_below_zero_still_learns():
+    """Issue 16: Adam pushed every hidden unit of the ReLU heads of q(z|x, m_a) and p(z|m_a) below
+    zero on the nonnegative conv features (255 of 256 dead by step 800), after which no gradient
+    reaches them and z stays unused. Here every unit is switched off; the head must still pass
+    gradient to its hidden weights and its inputs, and its output must still depend on them."""
+    head = nets.GaussianHead(hidden_units=8, latent_dim=3)
+    features = tf.constant(np.random.default_rng(0).uniform(0.1, 1.0, size=(5, 6)), tf.float32)
+    head(features)
+    head.hidden.kernel.assign(-tf.abs(head.hidden.kernel) - 0.1)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(features)
+        loss = tf.reduce_sum(tf.square(head(features)))
+    hidden_grad = tape.gradient(loss, head.hidden.kernel).numpy()
+    assert np.all(np.any(hidden_grad != 0.0, axis=0)), "a hidden unit gets no gradient"
+    assert np.all(np.abs(tape.gradient(loss, features).numpy()) > 0)
+    outputs = head(features).numpy()
+    assert np.ptp(outputs, axis=0).min() > 0, "the head's output no longer depends on its input"
+
+
 # -- soft attention ------------------------------------------------------------------------------
 
 
