@@ -144,7 +144,11 @@ def test_sigkill_at_random_moments_loses_at_most_a_checkpoint_interval(data_dir,
         process.kill()
         process.wait()
         rows = read_metrics(killed)
-        restored = model_weights(killed)[1] if os.path.isdir(os.path.join(killed, "checkpoints")) else 0
+        # What a rerun resumes from: the newest checkpoint that reads back whole (none when the kill
+        # came before the first one was written, as it can on a loaded machine).
+        directory = os.path.join(killed, "checkpoints")
+        newest = checkpoints.newest_whole_checkpoint(directory, set_aside=False) if os.path.isdir(directory) else None
+        restored = int(tf.train.load_checkpoint(newest).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) if newest else 0
         losses.append(rows[-1]["step"] - restored)
     assert max(losses) <= every
     run_train(*common, f"--logdir={killed}")
