@@ -105,9 +105,10 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step(data_dir, cache_dir, tmp
     while (b"stopped by signal" not in os.pread(process.log.fileno(), 1 << 20, 0)
            and process.poll() is None and time.perf_counter() - sent < 60):
         time.sleep(0.05)
-    # The step in flight and a checkpoint: prompt. (Tearing TensorFlow down afterwards took
-    # seconds more beside a second test worker.)
-    assert time.perf_counter() - sent < 15
+    # The step in flight and a checkpoint: prompt, against the hours the run had left. (Alone this
+    # takes a few seconds; with the suite's two workers beside other runs it measured 15.6 and 19 s.
+    # Tearing TensorFlow down afterwards takes seconds more, so that is not timed.)
+    assert time.perf_counter() - sent < 30
     process.wait(timeout=120)
     stderr = _stderr(process)
     assert process.returncode == 128 + signal_number, stderr[-2000:]
