@@ -128,12 +128,12 @@ def probe(trainer: training.Trainer, batch, seed) -> dict[str, tf.Tensor]:
         "score_grad_embedding": norm(score_gradients, "embedding"),
     }
     values.update({f"grad_{group}": norm(gradients, group) for group in _GROUPS})
-    bias_still = {
+    bias_without_gradient = {
         variable.path: tf.equal(gradient, 0.0)
         for variable, gradient in zip(variables, objective_gradients)
         if variable.path.endswith("/bias") and gradient is not None
     }
-    return values, tf.argmax(q, axis=-1, output_type=tf.int32), bias_still
+    return values, tf.argmax(q, axis=-1, output_type=tf.int32), bias_without_gradient
 
 
 def main(argv):
