@@ -104,7 +104,8 @@ def probe(trainer: training.Trainer, batch, seed) -> dict[str, tf.Tensor]:
         return tf.linalg.global_norm(chosen) if chosen else tf.constant(0.0)
 
     encoded = model.encode_context(context)
-    q = model.address_posterior(batch.targets, encoded).probs_parameter()  # [B, M]
+    posterior = model.address_posterior(batch.targets, encoded)
+    q = posterior.probs_parameter()  # [B, M]
     p = tf.broadcast_to(model.address_prior(encoded).probs_parameter(), tf.shape(q))
     log_q, log_p = tf.math.log(q + 1e-30), tf.math.log(p + 1e-30)
     aggregate = tf.reduce_mean(q, axis=0)
@@ -117,7 +118,7 @@ def probe(trainer: training.Trainer, batch, seed) -> dict[str, tf.Tensor]:
         "entropy_q": tf.reduce_mean(entropy(q)),
         "entropy_p": tf.reduce_mean(entropy(p)),
         "entropy_aggregate": entropy(aggregate),
-        "mutual_information": addressing.mutual_information(model.address_posterior(batch.targets, encoded)),
+        "mutual_information": addressing.mutual_information(posterior),
         "logit_spread": tf.reduce_mean(tf.math.reduce_std(logits, axis=-1)),
         "embedding_cosine": tf.reduce_mean(cosine),
         "entry_spread": tf.sqrt(tf.reduce_mean(tf.square(entries - tf.reduce_mean(entries, axis=0)))),
