@@ -278,6 +278,63 @@ def test_address_log_probs_are_gathered_like_the_categoricals_own(batch):
                                distribution.log_prob(addresses).numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("learned_prior", [False, True], ids=["flat_prior", "learned_prior"])
+def test_streamed_addressing_equals_the_whole_memory_and_numpy(learned_prior):
+    """address_terms over 1,000 entries in 7-entry chunks (143 chunks, the last short), and with an
+    unknown memory size (one chunk), against the whole-memory Categoricals and against numpy."""
+    memory_size, queries, embed_dim, draws = 1000, 4, 6, 50
+    rng = np.random.default_rng(3)
+    memory = tf.constant(rng.normal(size=(memory_size, embed_dim)) * 2, tf.float32)
+    query = tf.constant(rng.normal(size=(queries, embed_dim)), tf.float32)
+    prior_query = tf.constant(rng.normal(size=embed_dim), tf.float32) if learned_prior else None
+    visible = rng.random((queries, memory_size)) < 0.7
+    seed = tf.constant([8, 9])
+
+    def terms(memory, query, chunk_size):
+        return addressing.address_terms(memory, query, prior_query, tf.constant(visible), draws, seed, chunk_size)
+
+    def with_gradients(chunk_size, signature=None):
+        @tf.function(input_signature=signature)
+        def run(memory, query):
+            with tf.GradientTape() as tape:
+                tape.watch([memory, query])
+                result = terms(memory, query, chunk_size)
+                # What a bound differentiates; the KL and entropies are diagnostics.
+                objective = tf.reduce_sum(result.log_posterior) + tf.reduce_sum(result.log_prior)
+            return result, tape.gradient(objective, [memory, query])
+        return run(memory, query)
+
+    whole, whole_gradients = with_gradients(chunk_size=memory_size)
+    unknown_size = [tf.TensorSpec([None, embed_dim]), tf.TensorSpec([queries, embed_dim])]
+    for streamed, gradients in (with_gradients(chunk_size=7), with_gradients(memory_size, unknown_size)):
+        np.testing.assert_array_equal(streamed.addresses.numpy(), whole.addresses.numpy())
+        for name in ("log_posterior", "log_prior", "kl", "entropy", "information"):
+            np.testing.assert_allclose(getattr(streamed, name).numpy(), getattr(whole, name).numpy(),
+                                       rtol=1e-4, atol=1e-4, err_msg=name)
+        for got, expected in zip(gradients, whole_gradients):
+            np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-3, atol=1e-4)
+
+    def log_softmax(logits):
+        logits = np.where(visible, logits, -np.inf)
+        top = logits.max(-1, keepdims=True)
+        return logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+
+    m, e = memory.numpy().astype(np.float64), query.numpy().astype(np.float64)
+    norms = np.linalg.norm(m, axis=1) + 1e-6
+    log_q = log_softmax(e @ m.T / norms)
+    log_p = log_softmax(np.broadcast_to(prior_query.numpy() @ m.T / norms if learned_prior else 0.0, log_q.shape))
+    q = np.exp(log_q)
+    aggregate = q.mean(0)
+    columns = whole.addresses.numpy().T  # [B, K]
+    assert visible[np.arange(queries)[:, None], columns].all()
+    np.testing.assert_allclose(whole.log_posterior.numpy().T, np.take_along_axis(log_q, columns, 1), atol=1e-4)
+    np.testing.assert_allclose(whole.log_prior.numpy().T, np.take_along_axis(log_p, columns, 1), atol=1e-4)
+    np.testing.assert_allclose(whole.kl.numpy(), np.nansum(q * (log_q - log_p), -1), rtol=1e-4)
+    np.testing.assert_allclose(whole.entropy.numpy(), -np.nansum(q * log_q, -1), rtol=1e-4)
+    information = -np.sum(aggregate[aggregate > 0] * np.log(aggregate[aggregate > 0])) + np.nansum(q * log_q, -1).mean()
+    np.testing.assert_allclose(whole.information.numpy(), information, rtol=1e-4, atol=1e-5)
+
+
 def test_untied_model_has_a_second_embedding_net():
     def count(tie):
         return sum(v.numpy().size for v in build_model(ModelConfig(**SMALL, tie_embeddings=tie)).trainable_variables)

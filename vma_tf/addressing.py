@@ -1,10 +1,14 @@
 """Memory addressing: the learned similarity of paper eq. (5), q(a|x), p(a), and drawing addresses.
 
 Every function here costs O(|M|) per row plus O(K log |M|) for K draws, so memories of millions
-of entries are addressed without anything of size K x |M|.
+of entries are addressed without anything of size K x |M|. `address_terms` gives everything a
+bound needs of the addresses; past ADDRESS_CHUNK entries it streams the memory in chunks, so
+no [B, |M|] row is ever held whole.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -85,3 +89,143 @@ def mutual_information(posterior: tfd.Categorical) -> tf.Tensor:
     most log B. Zero when every target addresses the memory alike, however peaked q(a|x) is."""
     aggregate = tfd.Categorical(probs=tf.reduce_mean(posterior.probs_parameter(), axis=0))
     return aggregate.entropy() - tf.reduce_mean(posterior.entropy())
+
+
+# Memory entries per chunk when q(a|x) is streamed: bounds the [B, chunk] logits held at once
+# (B = 32 queries: 6 MB of float64 per chunk). Memories up to this size are addressed whole.
+ADDRESS_CHUNK = 16384
+
+
+class AddressTerms(NamedTuple):
+    """What a bound needs of the addresses of B targets, K draws each (nats).
+
+    addresses int32 [K, B] ~ q(a|x); log_posterior, log_prior [K, B]: log q(a_k|x), log p(a_k);
+    kl [B]: KL(q(a|x) || p(a)); entropy [B]: H[q(a|x)]; information []: `mutual_information`.
+    """
+
+    addresses: tf.Tensor
+    log_posterior: tf.Tensor
+    log_prior: tf.Tensor
+    kl: tf.Tensor
+    entropy: tf.Tensor
+    information: tf.Tensor
+
+
+def address_terms(
+    memory_embeddings: tf.Tensor,
+    query_embeddings: tf.Tensor,
+    prior_query: tf.Tensor | None,
+    visible: tf.Tensor | None,
+    num_samples: int | tf.Tensor,
+    seed: tf.Tensor,
+    chunk_size: int = ADDRESS_CHUNK,
+) -> AddressTerms:
+    """K = num_samples addresses per query embedding [B, E] drawn from q(a|x) over memory_embeddings
+    [M, E] (entries hidden by visible bool [B, M] excluded), with their log-probabilities under q and
+    p(a) and the per-target KL and entropy.
+
+    A memory known to hold at most chunk_size entries is addressed whole, through the Categoricals;
+    any other (larger, or of unknown size) in two streamed passes over chunks of chunk_size entries:
+    the first accumulates the log-normalisers of q and p, the second the KL, the entropies and the
+    inverse-CDF draws (the same uniforms and the same float64 cumulative mass as `sample_addresses`,
+    carried from chunk to chunk). Peak memory O(B x chunk_size + K x B); time O(B x |M| + K x B x
+    (|M| / chunk_size) x log chunk_size).
+    """
+    size = memory_embeddings.shape[0]
+    if size is not None and size <= chunk_size:
+        q_a = address_posterior(memory_embeddings, query_embeddings, visible)
+        p_a = address_prior(memory_embeddings, prior_query, visible)
+        addresses = sample_addresses(q_a, num_samples, seed)
+        return AddressTerms(
+            addresses=addresses,
+            log_posterior=log_prob_at(q_a, addresses),
+            log_prior=log_prob_at(p_a, addresses),
+            kl=tfd.kl_divergence(q_a, p_a),
+            entropy=q_a.entropy(),
+            information=mutual_information(q_a),
+        )
+    return _streamed_address_terms(
+        memory_embeddings, query_embeddings, prior_query, visible, num_samples, seed, chunk_size
+    )
+
+
+def _streamed_address_terms(
+    memory_embeddings, query_embeddings, prior_query, visible, num_samples, seed, chunk_size
+) -> AddressTerms:
+    size = tf.shape(memory_embeddings)[0]
+    num_queries = tf.shape(query_embeddings)[0]
+    num_chunks = (size + chunk_size - 1) // chunk_size
+
+    def chunk_logits(index):
+        """Masked logits of q and p over the chunk's entries [B, c] (float64), and its first entry."""
+        start = index * chunk_size
+        stop = tf.minimum(start + chunk_size, size)
+        embeddings = memory_embeddings[start:stop]
+        chunk_visible = None if visible is None else visible[:, start:stop]
+        posterior = masked_logits(similarity(embeddings, query_embeddings), chunk_visible)
+        prior = tf.zeros_like(embeddings[:, 0]) if prior_query is None else similarity(embeddings, prior_query)
+        prior = masked_logits(tf.broadcast_to(prior, tf.shape(posterior)), chunk_visible)
+        return tf.cast(posterior, tf.float64), tf.cast(prior, tf.float64), start
+
+    def accumulate_normalisers(index, log_norm_q, log_norm_p):
+        posterior, prior, _ = chunk_logits(index)
+        return (
+            index + 1,
+            tf.reduce_logsumexp(tf.stack([log_norm_q, tf.reduce_logsumexp(posterior, -1)]), 0),
+            tf.reduce_logsumexp(tf.stack([log_norm_p, tf.reduce_logsumexp(prior, -1)]), 0),
+        )
+
+    minus_inf = tf.fill([num_queries], tf.constant(-float("inf"), tf.float64))
+    _, log_norm_q, log_norm_p = tf.while_loop(
+        lambda index, *_: index < num_chunks, accumulate_normalisers, (0, minus_inf, minus_inf),
+        parallel_iterations=1,
+    )
+
+    # The draws: the uniforms of `sample_addresses`, each landing where the running cumulative mass
+    # of q first exceeds it; one that rounding carries past the total keeps the last entry, as there.
+    uniform = tf.random.stateless_uniform([num_queries, num_samples], seed, dtype=tf.float64)  # [B, K]
+    zeros = tf.zeros([num_queries], tf.float64)
+
+    def accumulate_terms(index, mass_before, drawn, kl, entropy, aggregate_entropy):
+        posterior, prior, start = chunk_logits(index)
+        log_q = posterior - log_norm_q[:, None]
+        log_p = prior - log_norm_p[:, None]
+        q = tf.exp(log_q)
+        cumulative = mass_before[:, None] + tf.math.cumsum(q, axis=-1)  # [B, c]
+        position = tf.searchsorted(cumulative, uniform, side="right")  # [B, K]
+        lands_here = (uniform >= mass_before[:, None]) & (position < tf.shape(cumulative)[1])
+        aggregate = tf.reduce_mean(q, axis=0)  # [c]: mean_x q(a|x)
+        return (
+            index + 1,
+            cumulative[:, -1],
+            tf.where(lands_here, start + position, drawn),
+            kl + tf.reduce_sum(tf.math.multiply_no_nan(log_q - log_p, q), -1),
+            entropy - tf.reduce_sum(tf.math.multiply_no_nan(log_q, q), -1),
+            aggregate_entropy - tf.reduce_sum(tf.math.xlogy(aggregate, aggregate)),
+        )
+
+    last_entry = tf.fill([num_queries, num_samples], size - 1)
+    zero = tf.constant(0.0, tf.float64)
+    _, _, drawn, kl, entropy, aggregate_entropy = tf.while_loop(
+        lambda index, *_: index < num_chunks,
+        accumulate_terms,
+        (0, zeros, last_entry, zeros, zeros, zero),
+        parallel_iterations=1,
+    )
+    addresses = tf.transpose(drawn)  # [K, B]
+
+    # log q and log p at the drawn entries, from their embeddings alone: O(K x B x E).
+    drawn_embeddings = tf.gather(memory_embeddings, addresses)  # [K, B, E]
+    norms = tf.norm(drawn_embeddings, axis=-1) + 1e-6
+    posterior_at = tf.reduce_sum(drawn_embeddings * query_embeddings, -1) / norms
+    prior_at = (
+        tf.zeros_like(norms) if prior_query is None else tf.reduce_sum(drawn_embeddings * prior_query, -1) / norms
+    )
+    return AddressTerms(
+        addresses=addresses,
+        log_posterior=posterior_at - tf.cast(log_norm_q, tf.float32),
+        log_prior=prior_at - tf.cast(log_norm_p, tf.float32),
+        kl=tf.cast(kl, tf.float32),
+        entropy=tf.cast(entropy, tf.float32),
+        information=tf.cast(aggregate_entropy - tf.reduce_mean(entropy), tf.float32),
+    )

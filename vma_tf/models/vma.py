@@ -200,31 +200,28 @@ class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
         visible: tf.Tensor | None,
     ) -> LogWeights:
         address_seed, z_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        q_a = addressing.address_posterior(encoded.embeddings, query_embeddings, visible)
-        p_a = addressing.address_prior(encoded.embeddings, self.prior_query, visible)
-        addresses = addressing.sample_addresses(q_a, num_samples, address_seed)  # [K, B]
-
-        entries = self.read(encoded, addresses)
+        addressed = addressing.address_terms(
+            encoded.embeddings, query_embeddings, self.prior_query, visible, num_samples, address_seed
+        )
+        entries = self.read(encoded, addressed.addresses)
         q_z = self.z_posterior(x_features, entries)
         p_z = self.z_prior(entries)
         z = q_z.sample(seed=z_seed)  # [K, B, Z], reparameterised
         likelihood = self.likelihood(z, entries)
 
         log_likelihood = likelihood.log_prob(x)
-        log_posterior_a = addressing.log_prob_at(q_a, addresses)
-        log_prior_a = addressing.log_prob_at(p_a, addresses)
-        log_weights = log_likelihood + p_z.log_prob(z) - q_z.log_prob(z) + log_prior_a - log_posterior_a
+        log_weights = log_likelihood + p_z.log_prob(z) - q_z.log_prob(z) + addressed.log_prior - addressed.log_posterior
         return LogWeights(
             log_weights=log_weights,
             log_likelihood=log_likelihood,
-            score_log_prob=log_posterior_a,
+            score_log_prob=addressed.log_posterior,
             diagnostics={
-                "kl_a": broadcast_to_samples(tfd.kl_divergence(q_a, p_a), log_weights),
+                "kl_a": broadcast_to_samples(addressed.kl, log_weights),
                 "kl_z": tfd.kl_divergence(q_z, p_z),
-                "entropy_a": broadcast_to_samples(q_a.entropy(), log_weights),
-                "address_information": tf.broadcast_to(addressing.mutual_information(q_a), tf.shape(log_weights)),
+                "entropy_a": broadcast_to_samples(addressed.entropy, log_weights),
+                "address_information": tf.broadcast_to(addressed.information, tf.shape(log_weights)),
             },
-            reads=addresses,
+            reads=addressed.addresses,
             likelihood=likelihood,
         )
 
