@@ -92,7 +92,7 @@ def mutual_information(posterior: tfd.Categorical) -> tf.Tensor:
 
 
 # Memory entries per chunk when q(a|x) is streamed: bounds the [B, chunk] logits held at once
-# (B = 32 queries: 6 MB of float64 per chunk). Memories up to this size are addressed whole.
+# (B = 32 queries: 4 MB of float64 per chunk). Memories up to this size are addressed whole.
 ADDRESS_CHUNK = 16384
 
 
