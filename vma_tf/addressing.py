@@ -24,8 +24,17 @@ def similarity(memory_embeddings: tf.Tensor, query_embeddings: tf.Tensor) -> tf.
 
     memory_embeddings [M, E], query_embeddings [..., E] -> similarities [..., M].
     """
-    memory_norms = tf.norm(memory_embeddings, axis=-1) + 1e-6
-    return nets.matmul_leading(query_embeddings, memory_embeddings, transpose_matrix=True) / memory_norms
+    return nets.matmul_leading(query_embeddings, memory_embeddings, transpose_matrix=True) / _norms(memory_embeddings)
+
+
+def paired_similarity(entry_embeddings: tf.Tensor, query_embeddings: tf.Tensor) -> tf.Tensor:
+    """S(m_a, x) of each entry with its own query: entry_embeddings [..., E] and query_embeddings
+    broadcastable to them -> [...]."""
+    return tf.reduce_sum(entry_embeddings * query_embeddings, -1) / _norms(entry_embeddings)
+
+
+def _norms(embeddings: tf.Tensor) -> tf.Tensor:
+    return tf.norm(embeddings, axis=-1) + 1e-6
 
 
 def address_posterior(
@@ -216,10 +225,9 @@ def _streamed_address_terms(
 
     # log q and log p at the drawn entries, from their embeddings alone: O(K x B x E).
     drawn_embeddings = tf.gather(memory_embeddings, addresses)  # [K, B, E]
-    norms = tf.norm(drawn_embeddings, axis=-1) + 1e-6
-    posterior_at = tf.reduce_sum(drawn_embeddings * query_embeddings, -1) / norms
+    posterior_at = paired_similarity(drawn_embeddings, query_embeddings)
     prior_at = (
-        tf.zeros_like(norms) if prior_query is None else tf.reduce_sum(drawn_embeddings * prior_query, -1) / norms
+        tf.zeros_like(posterior_at) if prior_query is None else paired_similarity(drawn_embeddings, prior_query)
     )
     return AddressTerms(
         addresses=addresses,
