@@ -171,9 +171,9 @@ def _streamed_address_terms(
         stop = tf.minimum(start + chunk_size, size)
         embeddings = memory_embeddings[start:stop]
         chunk_visible = None if visible is None else visible[:, start:stop]
-        posterior = masked_logits(similarity(embeddings, query_embeddings), chunk_visible)
-        prior = tf.zeros_like(embeddings[:, 0]) if prior_query is None else similarity(embeddings, prior_query)
-        prior = masked_logits(tf.broadcast_to(prior, tf.shape(posterior)), chunk_visible)
+        posterior = address_posterior(embeddings, query_embeddings, chunk_visible).logits_parameter()
+        prior = address_prior(embeddings, prior_query, chunk_visible).logits_parameter()
+        prior = tf.broadcast_to(prior, tf.shape(posterior))
         return tf.cast(posterior, tf.float64), tf.cast(prior, tf.float64), start
 
     def accumulate_normalisers(index, log_norm_q, log_norm_p):
