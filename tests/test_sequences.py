@@ -9,6 +9,7 @@ from vma_tf import tasks
 from vma_tf.config import DataConfig, EpisodeConfig, ModelConfig, RunConfig, TrainConfig
 from vma_tf.data.episodes import Episode, causal_visibility, sample_sequence_episode
 from vma_tf.models import REGISTRY, build_model
+from vma_tf.models.base import visibility_groups
 from vma_tf.models.gmn import PROTOTYPE_DIM
 
 SEQUENCES, LENGTH, K = 2, 6, 3
@@ -26,20 +27,33 @@ def _gmn(pseudo_input=True, arch="conv", size=26, attention="full"):
 
 
 def test_causal_visibility_shows_each_target_the_earlier_images_of_its_own_sequence():
-    visible = causal_visibility(2, 3, first_target=1).numpy()
-    expected = np.zeros([4, 6], bool)
+    visible = causal_visibility(2, 3, first_target=1).numpy()  # grouped: a row over its own sequence
+    expected = np.zeros([4, 3], bool)
     expected[0, 0] = True  # sequence 0, t = 1 sees t = 0
     expected[1, :2] = True  # t = 2 sees t = 0, 1
-    expected[2, 3] = True  # sequence 1
-    expected[3, 3:5] = True
+    expected[2, 0] = True  # sequence 1
+    expected[3, :2] = True
     np.testing.assert_array_equal(visible, expected)
+    assert visibility_groups(causal_visibility(2, 3, first_target=1), 6) == 2
+
+
+def batch_wide(visible: np.ndarray, memory_size: int) -> np.ndarray:
+    """A grouped visibility mask [B, M / G] as the batch-wide one [B, M]: block-diagonal."""
+    visible = np.asarray(visible)
+    groups = memory_size // visible.shape[1]
+    per_group = visible.shape[0] // groups
+    wide = np.zeros([visible.shape[0], memory_size], bool)
+    for target, row in enumerate(visible):
+        group = target // per_group
+        wide[target, group * visible.shape[1] : (group + 1) * visible.shape[1]] = row
+    return wide
 
 
 def test_sequence_episodes_hold_their_sequences_as_memory_and_targets():
     images = tf.constant(np.arange(5 * 20 * 4, dtype=np.uint8).reshape(5, 20, 2, 2) % 2)
     episode = sample_sequence_episode(images, 3, 2, 7, tf.constant([1, 2]), first_target=2)
     assert episode.memory.shape == (21, 2, 2, 1) and episode.targets.shape == (15, 2, 2, 1)
-    assert episode.visible.shape == (15, 21)
+    assert episode.visible.shape == (15, 7)
     memory = episode.memory.numpy().reshape(3, 7, 2, 2)
     np.testing.assert_array_equal(episode.targets.numpy().reshape(3, 5, 2, 2), memory[:, 2:])
     labels = episode.memory_labels.numpy().reshape(3, 7)
@@ -51,10 +65,12 @@ def test_gmn_attention_sums_to_one_over_the_visible_entries_and_the_pseudo_input
     model = _gmn(pseudo_input)
     sequences = _sequences(26)
     first = model.min_context_size
-    visible = model._visible(causal_visibility(SEQUENCES, LENGTH, first))
-    encoded = model.encode_context(sequences)
+    grouped = causal_visibility(SEQUENCES, LENGTH, first)
+    encoded, visible = model._in_groups(model.encode_context(sequences), grouped), model._visible(grouped)
     queries = tf.random.stateless_normal([4, visible.shape[0], SMALL["latent_dim"]], [3, 3])
-    _, _, weights = model.controller.read(model.generator_query, queries, encoded.keys, encoded.prototypes, visible)
+    _, _, weights = model.controller.read(
+        model.generator_query, queries, encoded.keys, encoded.gate_inputs, encoded.prototypes, visible
+    )
     weights = weights.numpy()
     assert weights.shape == (4, *visible.shape)
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
@@ -65,12 +81,14 @@ def test_gmn_attention_sums_to_one_over_the_visible_entries_and_the_pseudo_input
 
 def test_gmn_avg_reads_the_unweighted_mean_of_the_visible_prototypes():
     model = _gmn(attention="avg")
-    encoded = model.encode_context(_sequences(26))
-    visible = model._visible(causal_visibility(SEQUENCES, LENGTH))
+    encoded = model.encode_context(_sequences(26))  # one group
+    visible = model._visible(tf.constant(batch_wide(causal_visibility(SEQUENCES, LENGTH), SEQUENCES * LENGTH)))
     inputs = tf.zeros([visible.shape[0], 0])
-    read, _, _ = model.controller.read(model.generator_query, inputs, encoded.keys, encoded.prototypes, visible)
+    read, _, _ = model.controller.read(
+        model.generator_query, inputs, encoded.keys, encoded.gate_inputs, encoded.prototypes, visible
+    )
     mask = visible.numpy().astype(np.float64)
-    expected = (mask @ encoded.prototypes.numpy().astype(np.float64)) / mask.sum(-1, keepdims=True)
+    expected = (mask @ encoded.prototypes.numpy()[0].astype(np.float64)) / mask.sum(-1, keepdims=True)
     np.testing.assert_allclose(read.numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
@@ -89,7 +107,7 @@ def test_gmn_batched_causal_pass_equals_the_loop_over_t(arch, size, pseudo_input
     z = tf.random.stateless_normal([len(positions), SMALL["latent_dim"]], [5, 5])
 
     def terms(x, context, visible, z):
-        encoded, visible = model.encode_context(context), model._visible(visible)
+        encoded, visible = model._in_groups(model.encode_context(context), visible), model._visible(visible)
         q_z = model.z_posterior(tf.cast(model.encoder(x), tf.float32), encoded, visible)
         p_z = model.z_prior(encoded, visible, tf.shape(x)[0])
         logits = model.likelihood(z, encoded, visible)[0].distribution.logits
@@ -145,3 +163,53 @@ def test_the_sequence_task_scores_only_targets_that_see_enough_entries():
     _, bound, record = tasks.build_task(run).loss(model, episode, tf.constant([1, 2]))
     assert bound.shape == (SEQUENCES * (LENGTH - 1),)  # x_1 of each sequence reads nothing: VMA skips it
     assert np.all(np.isfinite(bound.numpy()))
+
+
+@pytest.mark.parametrize("name", ["gmn", "vma", "soft_attention"])
+def test_attention_per_sequence_equals_the_batch_wide_mask(name):
+    """A sequence batch's grouped mask [B, T] (each target attends over its own sequence) gives the
+    log-weights, draws and diagnostics of the block-diagonal mask [B, S T] over the whole batch."""
+    model = build_model(ModelConfig(name=name, image_size=26, **SMALL))
+    sequences = _sequences(26, seed=9)
+    first = model.min_context_size
+    grouped = causal_visibility(SEQUENCES, LENGTH, first)
+    wide = tf.constant(batch_wide(grouped, SEQUENCES * LENGTH))
+    x = tf.gather(sequences, [s * LENGTH + t for s in range(SEQUENCES) for t in range(first, LENGTH)])
+    per_sequence = model.log_weights_in_context(x, sequences, K, tf.constant([3, 4]), grouped)
+    batch = model.log_weights_in_context(x, sequences, K, tf.constant([3, 4]), wide)
+    np.testing.assert_allclose(per_sequence.log_weights, batch.log_weights, rtol=1e-5, atol=1e-4)
+    for diagnostic in model.DIAGNOSTICS:
+        np.testing.assert_allclose(
+            per_sequence.diagnostics[diagnostic], batch.diagnostics[diagnostic], rtol=1e-5, atol=1e-5
+        )
+    if per_sequence.reads.dtype.is_integer:  # hard reads: the same entries of the whole memory
+        np.testing.assert_array_equal(per_sequence.reads, batch.reads)
+    else:  # soft reads: the per-sequence weights are the batch-wide ones within the target's sequence
+        rows = [t // (LENGTH - first) for t in range(x.shape[0])]
+        within = np.stack([batch.reads[:, i, s * LENGTH : (s + 1) * LENGTH] for i, s in enumerate(rows)], axis=1)
+        np.testing.assert_allclose(per_sequence.reads, within, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(name for name in REGISTRY if "sequence" in REGISTRY[name].memories))
+def test_a_sequence_scored_against_itself_has_the_log_weights_of_separate_encodings(name):
+    """log_weights_of_context (the nets run once over images that are targets and entries) equals
+    log_weights_in_context with the same images passed as both."""
+    model = build_model(ModelConfig(name=name, image_size=26, **SMALL))
+    sequences = _sequences(26, seed=10)
+    visible = causal_visibility(SEQUENCES, LENGTH)
+    seed = tf.constant([5, 6])
+    once = model.log_weights_of_context(sequences, K, seed, visible)
+    twice = model.log_weights_in_context(sequences, sequences if model.reads_context else None, K, seed, visible)
+    np.testing.assert_allclose(once.log_weights, twice.log_weights, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(once.log_likelihood, twice.log_likelihood, rtol=1e-5, atol=1e-4)
+
+
+def test_the_matching_controller_steps_like_keras_gru_cell():
+    """The controller's own GRU step, given a read's projected input r W, equals Keras's GRUCell on r."""
+    controller = _gmn().controller
+    read = tf.random.stateless_normal([5, PROTOTYPE_DIM], [1, 1])
+    state = tf.random.stateless_normal([5, SMALL["hidden_units"]], [2, 2])
+    expected, _ = controller.cell(read, [state])
+    np.testing.assert_allclose(
+        controller._update(controller.gate_inputs(read), state), expected, rtol=1e-5, atol=1e-6
+    )

@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vma_tf import nets
-from vma_tf.models.base import masked_logits
+from vma_tf.models.base import grouped_matmul, masked_logits, split_groups, visibility_groups
 
 tfd = tfp.distributions
 
@@ -25,6 +25,13 @@ def similarity(memory_embeddings: tf.Tensor, query_embeddings: tf.Tensor) -> tf.
     memory_embeddings [M, E], query_embeddings [..., E] -> similarities [..., M].
     """
     return nets.matmul_leading(query_embeddings, memory_embeddings, transpose_matrix=True) / _norms(memory_embeddings)
+
+
+def grouped_similarity(memory_embeddings: tf.Tensor, query_embeddings: tf.Tensor, groups: int | tf.Tensor) -> tf.Tensor:
+    """S(m_a, x) of each query with the entries of its group (models/base.py, grouped visibility):
+    memory_embeddings [M, E], query_embeddings [..., B, E] -> similarities [..., B, M / G]."""
+    entries = split_groups(memory_embeddings, groups, 1)  # [G, M / G, E]
+    return grouped_matmul(query_embeddings, entries / _norms(entries)[..., tf.newaxis], transpose_matrices=True)
 
 
 def paired_similarity(entry_embeddings: tf.Tensor, query_embeddings: tf.Tensor) -> tf.Tensor:
@@ -92,11 +99,17 @@ def log_prob_at(distribution: tfd.Categorical, addresses: tf.Tensor) -> tf.Tenso
     return tf.reshape(tf.transpose(tf.gather(rows, columns, batch_dims=1)), tf.shape(addresses))
 
 
-def mutual_information(posterior: tfd.Categorical) -> tf.Tensor:
+def mutual_information(posterior: tfd.Categorical, groups: int | tf.Tensor = 1) -> tf.Tensor:
     """I(x; a) between the targets and their addresses, in nats: H[mean_x q(a|x)] - mean_x H[q(a|x)]
     over the rows of a posterior of batch [B] (the empirical distribution of B targets): [], at
-    most log B. Zero when every target addresses the memory alike, however peaked q(a|x) is."""
-    aggregate = tfd.Categorical(probs=tf.reduce_mean(posterior.probs_parameter(), axis=0))
+    most log B. Zero when every target addresses the memory alike, however peaked q(a|x) is.
+    With G groups (a grouped visibility mask), each row spans its own group's entries."""
+    probs = posterior.probs_parameter()
+    if isinstance(groups, int) and groups == 1:
+        mean = tf.reduce_mean(probs, axis=0)
+    else:  # the groups' entries are disjoint, and each group holds 1 / G of the targets
+        mean = tf.reshape(tf.reduce_mean(split_groups(probs, groups, 1), axis=1), [-1]) / tf.cast(groups, probs.dtype)
+    aggregate = tfd.Categorical(probs=mean)
     return aggregate.entropy() - tf.reduce_mean(posterior.entropy())
 
 
@@ -141,6 +154,8 @@ def address_terms(
     (|M| / chunk_size) x log chunk_size).
     """
     size = memory_embeddings.shape[0]
+    if visible is not None and visible.shape[1] != size:
+        return _grouped_address_terms(memory_embeddings, query_embeddings, prior_query, visible, num_samples, seed)
     if size is not None and size <= chunk_size:
         q_a = address_posterior(memory_embeddings, query_embeddings, visible)
         p_a = address_prior(memory_embeddings, prior_query, visible)
@@ -155,6 +170,39 @@ def address_terms(
         )
     return _streamed_address_terms(
         memory_embeddings, query_embeddings, prior_query, visible, num_samples, seed, chunk_size
+    )
+
+
+def _grouped_address_terms(
+    memory_embeddings: tf.Tensor,
+    query_embeddings: tf.Tensor,
+    prior_query: tf.Tensor | None,
+    visible: tf.Tensor,
+    num_samples: int | tf.Tensor,
+    seed: tf.Tensor,
+) -> AddressTerms:
+    """`address_terms` under a grouped visibility mask bool [B, M / G] (models/base.py): each target's
+    q(a|x) and p(a) span the M / G entries of its group, which is all a target can draw, so the
+    terms equal the batch-wide ones at G times less work. Addresses are returned over all M."""
+    size = memory_embeddings.shape[0] or tf.shape(memory_embeddings)[0]
+    groups = visibility_groups(visible, size)
+    posterior = grouped_similarity(memory_embeddings, query_embeddings, groups)  # [B, M / G]
+    if prior_query is None:
+        prior = tf.zeros_like(posterior)
+    else:
+        prior = grouped_similarity(memory_embeddings, tf.broadcast_to(prior_query, tf.shape(query_embeddings)), groups)
+    q_a = tfd.Categorical(logits=masked_logits(posterior, visible))  # each row over its group's entries
+    p_a = tfd.Categorical(logits=masked_logits(prior, visible))
+    within_group = sample_addresses(q_a, num_samples, seed)  # [K, B]
+    targets = tf.shape(query_embeddings)[0]
+    group_start = tf.range(targets) // (targets // groups) * (size // groups)  # [B]
+    return AddressTerms(
+        addresses=within_group + group_start,
+        log_posterior=log_prob_at(q_a, within_group),
+        log_prior=log_prob_at(p_a, within_group),
+        kl=tfd.kl_divergence(q_a, p_a),
+        entropy=q_a.entropy(),
+        information=mutual_information(q_a, groups),
     )
 
 

@@ -70,14 +70,19 @@ class Task:
         train = self.run.train
         # Every target goes through the model, so that the batch keeps its static size (a model may
         # choose its computation by it); the unscored ones are dropped from the record afterwards.
-        record = model.log_weights_in_context(
-            batch.targets, context_for(model, batch.memory), train.num_samples, seed, batch.visible
-        )
+        record = self.log_weights(model, batch, train.num_samples, seed)
         if batch.visible is not None and model.min_context_size:
             scored = tf.reduce_sum(tf.cast(batch.visible, tf.int32), axis=1) >= model.min_context_size
             record = scored_targets(record, scored)
         loss, bound = objectives.bound_loss(record, train.vimco_baseline)
         return loss, bound, record
+
+
+    def log_weights(self, model: GenerativeModel, batch: Episode, num_samples: int, seed: tf.Tensor) -> LogWeights:
+        """The model's K = num_samples log-weights of every target of the batch."""
+        return model.log_weights_in_context(
+            batch.targets, context_for(model, batch.memory), num_samples, seed, batch.visible
+        )
 
 
 def scored_targets(record: LogWeights, scored: tf.Tensor) -> LogWeights:
@@ -152,6 +157,13 @@ class SequenceTask(Task):
             raise UserInputError("--sequence_length, --sequences_per_batch and --sequence_classes must be at least 1")
         if shape.sequence_length < 2:
             raise UserInputError("--sequence_length must be at least 2: x_1 has nothing to read")
+
+    def log_weights(self, model, batch, num_samples, seed):
+        # A training batch's targets are its memory, every image of every sequence (a test batch
+        # leaves out the first images): the model may then run its nets once over them.
+        if batch.targets.shape[0] == batch.memory.shape[0]:
+            return model.log_weights_of_context(batch.memory, num_samples, seed, batch.visible)
+        return super().log_weights(model, batch, num_samples, seed)
 
     def _check(self, characters: CharacterSet, split: str) -> None:
         shape = self.run.episodes

@@ -108,16 +108,12 @@ def sample_sequence(images: tf.Tensor, num_classes: int, length: int, seed: tf.T
 
 
 def causal_visibility(num_sequences: int, length: int, first_target: int = 0) -> tf.Tensor:
-    """Which images of num_sequences flattened sequences of `length` each target may read: bool
-    [num_sequences * (length - first_target), num_sequences * length], true where the entry is an
-    earlier image of the target's own sequence. Targets are the positions t >= first_target."""
-    entry = tf.range(num_sequences * length)
-    entry_sequence, entry_position = entry // length, entry % length
-    target = tf.reshape(entry, [num_sequences, length])[:, first_target:]
-    target = tf.reshape(target, [-1])
-    target_sequence, target_position = target // length, target % length
-    same_sequence = tf.equal(target_sequence[:, tf.newaxis], entry_sequence[tf.newaxis, :])
-    return tf.logical_and(same_sequence, entry_position[tf.newaxis, :] < target_position[:, tf.newaxis])
+    """Which images of its own sequence each target of num_sequences flattened sequences of `length`
+    may read, as a grouped mask (models/base.py), one group per sequence: bool
+    [num_sequences * (length - first_target), length], true where the entry is an earlier image of
+    the target's sequence. Targets are the positions t >= first_target."""
+    target_position = tf.tile(tf.range(first_target, length), [num_sequences])
+    return tf.range(length)[tf.newaxis, :] < target_position[:, tf.newaxis]
 
 
 def sample_sequence_episode(
@@ -125,7 +121,8 @@ def sample_sequence_episode(
 ) -> Episode:
     """num_sequences sequences (`sample_sequence`) as one Episode: the memory is every image of every
     sequence [S * T, H, W, 1], the targets are the positions t >= first_target
-    [S * (T - first_target), H, W, 1], and each target reads the earlier images of its sequence."""
+    [S * (T - first_target), H, W, 1], and each target reads the earlier images of its sequence
+    (`visible` grouped by sequence, [S * (T - first_target), T])."""
     seeds = tf.random.experimental.stateless_split(seed, num_sequences)
     sequences, labels = tf.map_fn(
         lambda one_seed: sample_sequence(images, num_classes, length, one_seed),

@@ -8,10 +8,18 @@ images that the caller supplies):
                                          -> LogWeights: K importance samples per target
     sample(encoded, N, seed)             -> {"images": [N, H, W, 1], ...}
 
-`visible` (bool [B, M], None: all) says which context entries each target may read: a sequence
-x_1..x_T scores every x_t given x_<t in one call, with the sequence as the context and a causal
-mask. The objective follows from the record alone: VIMCO when it has a score term (latents
-sampled without reparameterisation), the plain K-sample bound otherwise.
+`visible` (None: every target reads every entry) says which context entries each target may read:
+a sequence x_1..x_T scores every x_t given x_<t in one call, with the sequence as the context and
+a causal mask. It comes in two shapes:
+- batch-wide, bool [B, M]: target b may read entry m where visible[b, m];
+- grouped, bool [B, M / G]: the context is G independent groups of M / G consecutive entries,
+  the targets G groups of B / G consecutive targets, and a target reads only entries of its own
+  group (those its row shows). A batch of S sequences is grouped, G = S, so that a target's
+  attention costs the entries of its own sequence rather than the whole batch's.
+The batch-wide shape is the grouped one with G = 1; `visibility_groups` tells G.
+
+The objective follows from the record alone: VIMCO when it has a score term (latents sampled
+without reparameterisation), the plain K-sample bound otherwise.
 
 Capabilities beyond that are mixins that consumers test for, never model names:
 - `MemoryReader`: the model reads individual memory entries and can say which entries explain
@@ -46,7 +54,8 @@ class LogWeights(NamedTuple):
       The names are the model's DIAGNOSTICS.
     reads: which memory entries each sample read: int32 addresses [K, B] (a hard read), float32
       weights [K, B, M] (a soft read; they sum to one over M, or less when the model also reads a
-      pseudo-input of its own), or None without a memory.
+      pseudo-input of its own; over the M / G entries of the target's group under a grouped
+      `visible`), or None without a memory.
     likelihood: p(x | latents, C), batch [K, B], event [H, W, 1].
     """
 
@@ -106,6 +115,17 @@ class GenerativeModel(keras.Model):
         """`log_weights` given the raw context: the training path, which a model may override to
         share work between targets and context."""
         return self.log_weights(x, self.encode_context(context), num_samples, seed, visible)
+
+    def log_weights_of_context(
+        self,
+        context: tf.Tensor,
+        num_samples: int,
+        seed: tf.Tensor,
+        visible: tf.Tensor | None = None,
+    ) -> LogWeights:
+        """`log_weights_in_context` when the targets are the context [M, H, W, 1] itself (a batch of
+        sequences, each image read by the later ones): a model may run its nets once over them."""
+        return self.log_weights_in_context(context, context_for(self, context), num_samples, seed, visible)
 
     def sample(self, encoded: Any, num_samples: int | tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         """Draws from p(x | C): {"images": Bernoulli means float32 [N, H, W, 1]} plus what the model
@@ -189,6 +209,62 @@ def masked_logits(logits: tf.Tensor, visible: tf.Tensor | None) -> tf.Tensor:
     if visible is None:
         return logits
     return tf.where(visible, logits, tf.constant(_MASKED_LOGIT, logits.dtype))
+
+
+def visibility_groups(visible: tf.Tensor, memory_size: int | tf.Tensor) -> int | tf.Tensor:
+    """G, the number of independent groups of a visibility mask bool [B, M / G] over memory_size = M
+    entries (1 for a batch-wide mask [B, M]); static when both sizes are."""
+    width = visible.shape[1]
+    if width is not None and isinstance(memory_size, int):
+        if memory_size % width:
+            raise ValueError(f"a visibility mask of {width} columns cannot group a memory of {memory_size} entries")
+        return memory_size // width
+    return memory_size // tf.shape(visible)[1]
+
+
+def split_groups(values: tf.Tensor, groups: int | tf.Tensor, inner_rank: int) -> tf.Tensor:
+    """values [..., G * N, *inner] -> [..., G, N, *inner], inner being the last inner_rank dimensions
+    (their static sizes kept)."""
+    shape = tf.shape(values)
+    rows = -inner_rank - 1
+    inner = [size if size is not None else shape[rows + 1 + i] for i, size in enumerate(values.shape[rows + 1 :])]
+    return tf.reshape(values, tf.concat([shape[:rows], [groups, shape[rows] // groups], inner], axis=0))
+
+
+def merge_groups(values: tf.Tensor, inner_rank: int) -> tf.Tensor:
+    """The inverse of split_groups: [..., G, N, *inner] -> [..., G * N, *inner]."""
+    shape = tf.shape(values)
+    rows = -inner_rank - 2
+    inner = [size if size is not None else shape[rows + 2 + i] for i, size in enumerate(values.shape[rows + 2 :])]
+    return tf.reshape(values, tf.concat([shape[:rows], [shape[rows] * shape[rows + 1]], inner], axis=0))
+
+
+def attention_entropy(weights: tf.Tensor) -> tf.Tensor:
+    """The entropy of attention weights [..., M] in nats: [...]."""
+    return -tf.reduce_sum(weights * tf.math.log(weights + 1e-30), axis=-1)
+
+
+def grouped_matmul(values: tf.Tensor, matrices: tf.Tensor, transpose_matrices: bool = False) -> tf.Tensor:
+    """values [..., B, X] times their group's matrix: target b of B takes matrices[b // (B / G)] of
+    matrices [G, X, Y] ([G, Y, X] with transpose_matrices) -> [..., B, Y].
+
+    One batched matmul over the G groups, with the leading dimensions folded into its rows: oneDNN's
+    batched matmul that broadcasts batch dimensions corrupts memory in TensorFlow 2.21 (a [3, 1,
+    32, 7] by [1, 7, 96] product crashed the process a few ops later)."""
+    groups = tf.shape(matrices)[0]
+    grouped = split_groups(values, groups, 1)  # [..., G, N, X]
+    leading = grouped.shape.rank - 3
+    if leading and all(size == 1 for size in grouped.shape[:leading]):  # one sample: no transposes
+        grouped, leading = tf.reshape(grouped, tf.shape(grouped)[leading:]), 0
+    moved = tf.transpose(grouped, [leading, *range(leading), leading + 1, leading + 2]) if leading else grouped
+    moved_shape = tf.shape(moved)  # [G, ..., N, X]
+    product = tf.matmul(tf.reshape(moved, [groups, -1, moved_shape[-1]]), matrices, transpose_b=transpose_matrices)
+    product = tf.reshape(product, tf.concat([moved_shape[:-1], tf.shape(product)[-1:]], axis=0))
+    if leading:
+        product = tf.transpose(product, [*range(1, leading + 1), 0, leading + 1, leading + 2])
+    product = tf.reshape(merge_groups(product, 1), tf.concat([tf.shape(values)[:-1], tf.shape(product)[-1:]], 0))
+    product.set_shape(values.shape[:-1].concatenate(matrices.shape[-2 if transpose_matrices else -1]))
+    return product
 
 
 def broadcast_to_samples(per_target: tf.Tensor, like: tf.Tensor) -> tf.Tensor:

@@ -67,6 +67,13 @@ class ConvVMA(VariationalMemoryAddressing):
             query_embeddings, memory_embeddings = self.query_embedder(x), self.memory_embedder(memory)
         return x_top, query_embeddings, self._encoding(memory, [m for _, m in levels], memory_embeddings)
 
+    def context_features(self, memory: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, ConvMemoryEncoding]:
+        """Runs the conv nets once over the memory, whose entries are the targets too."""
+        levels = self.pyramid(memory)
+        memory_embeddings = self.memory_embedder(memory)
+        query_embeddings = memory_embeddings if self.model_config.tie_embeddings else self.query_embedder(memory)
+        return self.flatten(levels[-1]), query_embeddings, self._encoding(memory, levels, memory_embeddings)
+
     def embed_memory(self, memory: tf.Tensor) -> tf.Tensor:
         return self.memory_embedder(memory)
 

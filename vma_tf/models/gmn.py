@@ -32,7 +32,18 @@ import tensorflow_probability as tfp
 
 from vma_tf import nets
 from vma_tf.config import ModelConfig
-from vma_tf.models.base import AttendingMemory, GenerativeModel, LogWeights, broadcast_to_samples, masked_logits
+from vma_tf.models.base import (
+    AttendingMemory,
+    GenerativeModel,
+    LogWeights,
+    attention_entropy,
+    broadcast_to_samples,
+    grouped_matmul,
+    masked_logits,
+    merge_groups,
+    split_groups,
+    visibility_groups,
+)
 
 tfd = tfp.distributions
 
@@ -42,60 +53,91 @@ PROTOTYPE_DIM = 288
 
 
 class MatchingContext(NamedTuple):
-    """A context of M entries, plus the pseudo-input first (M' = M + 1) when the model has one.
+    """A context encoded for G independent groups of entries (G = 1: one shared context), each group
+    holding its M entries, after the pseudo-input when the model has one (M' = M + 1):
 
-    prototypes [M', F]: psi of each entry. keys [M', D], prior_keys [M', D]: g of each entry for
-    the shared controller and for the prior's.
+    prototypes [G, M', F]: psi of each entry.
+    keys, prior_keys [G, M', D]: g of each entry for the shared controller and for the prior's.
+    gate_inputs, prior_gate_inputs [G, M', 3H]: psi of each entry through each controller's GRU
+      input kernel. A read is a convex combination of prototypes, so its GRU input is the same
+      combination of these: projected once per entry rather than once per (hop, target).
     """
 
     prototypes: tf.Tensor
     keys: tf.Tensor
     prior_keys: tf.Tensor
+    gate_inputs: tf.Tensor
+    prior_gate_inputs: tf.Tensor
 
 
 class MatchingController(keras.layers.Layer):
     """A recurrent controller taking `hops` attention passes over a context (appendix B, eq. 3-4)."""
 
-    def __init__(self, state_units: int, match_dim: int, hops: int, attention: str, **kwargs):
+    def __init__(self, state_units: int, match_dim: int, hops: int, attention: str, prototype_dim: int, **kwargs):
         super().__init__(**kwargs)
         self.hops = hops
         self.attention = attention
+        # Its weights only: `read` runs the GRU step itself, from the reads' projected inputs.
         self.cell = keras.layers.GRUCell(state_units)
+        self.cell.build((None, prototype_dim))
         self.key = nets.DensePReLU(match_dim)
         self.initial_state = self.add_weight(
             shape=(state_units,), initializer=keras.initializers.RandomUniform(-0.01, 0.01), name="initial_state"
         )
 
     def keys(self, prototypes: tf.Tensor) -> tf.Tensor:
-        """g of each entry: prototypes [M, F] -> keys float32 [M, D]."""
+        """g of each entry: prototypes [..., F] -> keys float32 [..., D]."""
         return tf.cast(self.key(prototypes), tf.float32)
+
+    def gate_inputs(self, prototypes: tf.Tensor) -> tf.Tensor:
+        """The GRU input projection (bias excluded) of each entry: prototypes [..., F] -> [..., 3H]."""
+        return nets.matmul_leading(prototypes, tf.convert_to_tensor(self.cell.kernel))
+
+    def _update(self, gate_inputs: tf.Tensor, state: tf.Tensor) -> tf.Tensor:
+        """h_{k+1} = GRU(h_k, r_k) from r_k's input projection [N, 3H] and h_k [N, H]: Keras's GRUCell
+        (reset gate after the recurrent matmul), with gates split by tf.split, whose gradient is
+        cheaper on the CPU than the cell's slices."""
+        cell = self.cell
+        input_bias, recurrent_bias = tf.unstack(tf.convert_to_tensor(cell.bias))
+        x_z, x_r, x_h = tf.split(gate_inputs + input_bias, 3, axis=-1)
+        recurrent = tf.matmul(state, tf.convert_to_tensor(cell.recurrent_kernel)) + recurrent_bias
+        recurrent_z, recurrent_r, recurrent_h = tf.split(recurrent, 3, axis=-1)
+        update = tf.sigmoid(x_z + recurrent_z)
+        reset = tf.sigmoid(x_r + recurrent_r)
+        candidate = tf.tanh(x_h + reset * recurrent_h)
+        return update * state + (1 - update) * candidate
 
     def read(
         self,
         query: keras.layers.Layer,
         inputs: tf.Tensor,
         keys: tf.Tensor,
+        gate_inputs: tf.Tensor,
         prototypes: tf.Tensor,
         visible: tf.Tensor | None,
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """The full matching procedure for queries built from inputs [..., B, Q] (Q may be 0) and
-        the state; keys [M', D], prototypes [M', F], visible bool [B, M'] or None.
+        the state, over G groups of entries: keys [G, M', D], gate_inputs [G, M', 3H], prototypes
+        [G, M', F]; target b reads group b // (B / G), the entries visible bool [B, M'] shows (None:
+        all).
 
         Returns (the last read r_K [..., B, F], the state h_K+1 [..., B, H], the last attention
         weights [..., B, M'])."""
         leading = tf.shape(inputs)[:-1]
-        state = tf.broadcast_to(self.initial_state, tf.concat([leading, tf.shape(self.initial_state)], 0))
+        state = nets.flatten_leading(
+            tf.broadcast_to(self.initial_state, tf.concat([leading, tf.shape(self.initial_state)], 0)), 1
+        )  # [N, H]
+
         for _ in range(self.hops):
             if self.attention == "avg":
-                logits = tf.zeros(tf.concat([leading, tf.shape(keys)[:1]], 0))
+                logits = tf.zeros(tf.concat([leading, tf.shape(keys)[1:2]], 0))
             else:
-                queries = tf.cast(query(tf.concat([inputs, state], axis=-1)), tf.float32)
-                logits = nets.matmul_leading(queries, keys, transpose_matrix=True)
+                query_inputs = tf.concat([inputs, nets.unflatten_samples(state, leading)], axis=-1)
+                queries = tf.cast(query(query_inputs), tf.float32)
+                logits = grouped_matmul(queries, keys, transpose_matrices=True)
             weights = tf.nn.softmax(masked_logits(logits, visible), axis=-1)
-            read = nets.matmul_leading(weights, prototypes)
-            flat_state, _ = self.cell(nets.flatten_leading(read, 1), [nets.flatten_leading(state, 1)])
-            state = nets.unflatten_samples(flat_state, leading)
-        return read, state, weights
+            state = self._update(nets.flatten_leading(grouped_matmul(weights, gate_inputs), 1), state)
+        return grouped_matmul(weights, prototypes), nets.unflatten_samples(state, leading), weights
 
 
 class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
@@ -113,10 +155,10 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
         self.decoder = decoder
         units, match_dim = config.hidden_units, config.embed_dim
         self.controller = MatchingController(
-            units, match_dim, config.gmn_hops, config.gmn_attention, name="controller"
+            units, match_dim, config.gmn_hops, config.gmn_attention, PROTOTYPE_DIM, name="controller"
         )
         self.prior_controller = MatchingController(
-            units, match_dim, config.gmn_prior_hops, config.gmn_attention, name="prior_controller"
+            units, match_dim, config.gmn_prior_hops, config.gmn_attention, PROTOTYPE_DIM, name="prior_controller"
         )
         self.recognition_query = nets.DensePReLU(match_dim)
         self.generator_query = nets.DensePReLU(match_dim)
@@ -138,28 +180,67 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
         return 0 if self.pseudo_input is not None else 1
 
     def encode_context(self, context: tf.Tensor | None) -> MatchingContext:
-        """Encodes a context [M, S, S, 1]; M may be 0 when the model has a pseudo-input."""
+        """Encodes a context [M, S, S, 1] as one group; M may be 0 when the model has a pseudo-input."""
+        return self._encode(self._prototypes(context), 1)
+
+    def _prototypes(self, context: tf.Tensor | None) -> tf.Tensor:
+        """psi of each image of a context [M, S, S, 1]: float32 [M, F]."""
         if context is None:
             raise ValueError("gmn reads a context: pass one (it may be empty, [0, S, S, 1])")
-        # TensorFlow's CPU convolutions mis-shape an empty batch ([0, 28, 28, C] out of a strided
-        # conv), so an empty context is encoded with one blank image, which is then dropped.
-        blank = tf.zeros([1, *context.shape[1:]], context.dtype)
-        prototypes = tf.cast(self.encoder(tf.concat([context, blank], axis=0)), tf.float32)[:-1]
         if self.pseudo_input is None:
             tf.debugging.assert_positive(
                 tf.shape(context)[0], message="a conditional GMN (no pseudo-input) needs at least one context image"
             )
-        else:
-            prototypes = tf.concat([tf.cast(self.pseudo_input, tf.float32), prototypes], axis=0)
+        # TensorFlow's CPU convolutions mis-shape an empty batch ([0, 28, 28, C] out of a strided
+        # conv), so an empty context is encoded with one blank image, which is then dropped.
+        blank = tf.zeros([1, *context.shape[1:]], context.dtype)
+        prototypes, _ = tf.split(tf.cast(self.encoder(tf.concat([context, blank], axis=0)), tf.float32), [-1, 1])
+        return prototypes
+
+    def _encode(self, prototypes: tf.Tensor, groups: int | tf.Tensor) -> MatchingContext:
+        """The MatchingContext of entries with prototypes [M, F], as `groups` groups of M / G."""
+        prototypes = split_groups(prototypes, groups, 1)  # [G, M / G, F]
+        if self.pseudo_input is not None:
+            pseudo = tf.cast(self.pseudo_input, tf.float32)[tf.newaxis]  # [1, 1, F]
+            pseudo = tf.broadcast_to(pseudo, [tf.shape(prototypes)[0], 1, PROTOTYPE_DIM])
+            prototypes = tf.concat([pseudo, prototypes], axis=1)
         return MatchingContext(
             prototypes=prototypes,
             keys=self.controller.keys(prototypes),
             prior_keys=self.prior_controller.keys(prototypes),
+            gate_inputs=self.controller.gate_inputs(prototypes),
+            prior_gate_inputs=self.prior_controller.gate_inputs(prototypes),
         )
 
+    def _in_groups(self, encoded: MatchingContext, visible: tf.Tensor | None) -> MatchingContext:
+        """An encoding regrouped for the groups of visible bool [B, M / G] (a batch-wide or absent mask:
+        one group)."""
+        groups = 1 if visible is None else visibility_groups(visible, self._entries(encoded))
+        if isinstance(groups, int) and encoded.prototypes.shape[0] == groups:
+            return encoded
+
+        def regroup(values: tf.Tensor) -> tf.Tensor:
+            if self.pseudo_input is not None:
+                pseudo, values = tf.split(values, [1, -1], axis=1)
+            values = split_groups(merge_groups(values, 1), groups, 1)
+            if self.pseudo_input is None:
+                return values
+            return tf.concat([tf.broadcast_to(pseudo[:1], tf.concat([tf.shape(values)[:1], tf.shape(pseudo)[1:]], 0)),
+                              values], axis=1)
+
+        return MatchingContext(*(regroup(values) for values in encoded))
+
+    def _entries(self, encoded: MatchingContext) -> int | tf.Tensor:
+        """How many of the caller's entries an encoding holds, over all its groups."""
+        groups, size = encoded.prototypes.shape[:2]
+        if groups is None or size is None:
+            shape = tf.shape(encoded.prototypes)
+            groups, size = shape[0], shape[1]
+        return groups * (size - (self.pseudo_input is not None))
+
     def _visible(self, visible: tf.Tensor | None) -> tf.Tensor | None:
-        """visible [B, M] over the caller's entries -> [B, M'] over the encoded ones (the pseudo-input
-        is visible to every target)."""
+        """visible [B, M] over the caller's entries (of a target's group) -> [B, M'] over the encoded
+        ones (the pseudo-input is visible to every target)."""
         if visible is None or self.pseudo_input is None:
             return visible
         return tf.concat([tf.ones_like(visible[:, :1]), visible], axis=1)
@@ -174,7 +255,7 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
         """p(z | X): batch [B], event [Z], for `batch` = B targets (visible [B, M'] or None)."""
         no_inputs = tf.zeros([batch, 0])
         read, state, _ = self.prior_controller.read(
-            self.prior_query, no_inputs, encoded.prior_keys, encoded.prototypes, visible
+            self.prior_query, no_inputs, encoded.prior_keys, encoded.prior_gate_inputs, encoded.prototypes, visible
         )
         return nets.diag_gaussian(self.prior_z(tf.concat([read, state], axis=-1)))
 
@@ -183,7 +264,7 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
     ) -> tfd.MultivariateNormalDiag:
         """q(z | x, X) for target features [B, F]: batch [B], event [Z]."""
         read, state, _ = self.controller.read(
-            self.recognition_query, x_features, encoded.keys, encoded.prototypes, visible
+            self.recognition_query, x_features, encoded.keys, encoded.gate_inputs, encoded.prototypes, visible
         )
         return nets.diag_gaussian(self.posterior_z(tf.concat([x_features, read, state], axis=-1)))
 
@@ -193,29 +274,47 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
         """(p(x | z, X) for z [..., B, Z]: batch [..., B], event [S, S, 1]; the generator's last
         attention weights [..., B, M'])."""
         read, state, weights = self.controller.read(
-            self.generator_query, z, encoded.keys, encoded.prototypes, visible
+            self.generator_query, z, encoded.keys, encoded.gate_inputs, encoded.prototypes, visible
         )
         code = nets.flatten_leading(tf.concat([z, read, state], axis=-1), 1)
         logits = self.decoder(code)
         return nets.bernoulli_image(nets.unflatten_samples(logits, tf.shape(z)[:-1])), weights
 
     def log_weights(self, x, encoded, num_samples, seed, visible=None) -> LogWeights:
-        visible = self._visible(visible)
         x_features = tf.cast(self.encoder(x), tf.float32)
+        return self._log_weights(x, x_features, self._in_groups(encoded, visible), num_samples, seed, visible)
+
+    def log_weights_of_context(self, context, num_samples, seed, visible=None) -> LogWeights:
+        """Every context image is a target too: psi runs once over them."""
+        prototypes = self._prototypes(context)
+        groups = 1 if visible is None else visibility_groups(visible, context.shape[0] or tf.shape(context)[0])
+        return self._log_weights(context, prototypes, self._encode(prototypes, groups), num_samples, seed, visible)
+
+    def _log_weights(
+        self,
+        x: tf.Tensor,
+        x_features: tf.Tensor,
+        encoded: MatchingContext,
+        num_samples: int | tf.Tensor,
+        seed: tf.Tensor,
+        visible: tf.Tensor | None,
+    ) -> LogWeights:
+        """The log-weights of targets x [B, S, S, 1] with features [B, F], given a context encoded in
+        the groups of `visible`."""
+        visible = self._visible(visible)
         q_z = self.z_posterior(x_features, encoded, visible)
         p_z = self.z_prior(encoded, visible, tf.shape(x)[0])
         z = q_z.sample(num_samples, seed=seed)  # [K, B, Z], reparameterised
         likelihood, weights = self.likelihood(z, encoded, visible)
         log_likelihood = likelihood.log_prob(x)
         log_weights = log_likelihood + p_z.log_prob(z) - q_z.log_prob(z)
-        entropy = -tf.reduce_sum(weights * tf.math.log(weights + 1e-30), axis=-1)
         return LogWeights(
             log_weights=log_weights,
             log_likelihood=log_likelihood,
             score_log_prob=None,
             diagnostics={
                 "kl_z": broadcast_to_samples(tfd.kl_divergence(q_z, p_z), log_weights),
-                "entropy_attention": entropy,
+                "entropy_attention": attention_entropy(weights),
             },
             reads=self._context_weights(weights),
             likelihood=likelihood,

@@ -22,7 +22,15 @@ import tensorflow_probability as tfp
 
 from vma_tf import addressing, nets
 from vma_tf.config import ModelConfig
-from vma_tf.models.base import AttendingMemory, LogWeights, masked_logits
+from vma_tf.models.base import (
+    AttendingMemory,
+    LogWeights,
+    attention_entropy,
+    grouped_matmul,
+    masked_logits,
+    split_groups,
+    visibility_groups,
+)
 from vma_tf.models.vae import ConvVAE
 
 tfd = tfp.distributions
@@ -36,6 +44,10 @@ class AttendedMemoryEncoding(NamedTuple):
     levels: tuple[tf.Tensor, ...]
     logits: tf.Tensor
     code: tf.Tensor
+
+
+def _memory_size(encoded: AttendedMemoryEncoding) -> int | tf.Tensor:
+    return encoded.embeddings.shape[0] or tf.shape(encoded.embeddings)[0]
 
 
 class SoftAttentionVAE(ConvVAE, AttendingMemory):
@@ -67,19 +79,32 @@ class SoftAttentionVAE(ConvVAE, AttendingMemory):
         self, z: tf.Tensor, encoded: AttendedMemoryEncoding, visible: tf.Tensor | None = None
     ) -> tf.Tensor:
         """softmax_a S(h(m_a), f(z)) for z [..., B, Z] over the entries visible bool [B, M] shows
-        (None: all): float32 [..., B, M]."""
+        (None: all): float32 [..., B, M]; under a grouped mask [B, M / G], over the target's group's
+        M / G entries."""
         queries = tf.cast(self.latent_query(z), tf.float32)
-        return tf.nn.softmax(masked_logits(addressing.similarity(encoded.embeddings, queries), visible), axis=-1)
+        if visible is None:
+            return tf.nn.softmax(addressing.similarity(encoded.embeddings, queries), axis=-1)
+        groups = visibility_groups(visible, _memory_size(encoded))
+        return tf.nn.softmax(masked_logits(addressing.grouped_similarity(encoded.embeddings, queries, groups), visible))
 
     def likelihood(
         self, z: tf.Tensor, encoded: AttendedMemoryEncoding, visible: tf.Tensor | None = None
     ) -> tuple[tfd.Independent, tf.Tensor]:
         """(p(x | z, r(z)) for z [..., Z]: batch [...], event [S, S, 1]; the attention weights [..., M])."""
         weights = self.attention_weights(z, encoded, visible)
-        flat_weights = nets.flatten_leading(weights, 1)  # [N, M]
+        if visible is None:
+            flat_weights = nets.flatten_leading(weights, 1)  # [N, M]
 
-        def read(entries: tf.Tensor) -> tf.Tensor:
-            return tf.tensordot(tf.cast(flat_weights, entries.dtype), entries, axes=[[1], [0]])
+            def read(entries: tf.Tensor) -> tf.Tensor:
+                return tf.tensordot(tf.cast(flat_weights, entries.dtype), entries, axes=[[1], [0]])
+        else:
+            groups = visibility_groups(visible, _memory_size(encoded))
+
+            def read(entries: tf.Tensor) -> tf.Tensor:
+                """The read of entries [M, ...] by each target's weights over its group: [N, ...]."""
+                flat = tf.reshape(entries, [-1, entries.shape[1:].num_elements()])  # [M, X]
+                values = grouped_matmul(tf.cast(weights, entries.dtype), split_groups(flat, groups, 1))
+                return tf.reshape(values, [-1, *entries.shape[1:]])
 
         code = tf.concat([nets.flatten_leading(z, 1), read(encoded.code)], axis=-1)
         logits = self.decoder(code, [read(level) for level in encoded.levels], read(encoded.logits))
@@ -87,9 +112,9 @@ class SoftAttentionVAE(ConvVAE, AttendingMemory):
 
     def log_weights(self, x, encoded, num_samples, seed, visible=None) -> LogWeights:
         record = super().log_weights(x, encoded, num_samples, seed, visible)
-        weights = record.reads
-        entropy = -tf.reduce_sum(weights * tf.math.log(weights + 1e-30), axis=-1)
-        return record._replace(diagnostics={**record.diagnostics, "entropy_attention": entropy})
+        return record._replace(
+            diagnostics={**record.diagnostics, "entropy_attention": attention_entropy(record.reads)}
+        )
 
     def attention(self, x: tf.Tensor, encoded: AttendedMemoryEncoding) -> tf.Tensor:
         return self.attention_weights(self.z_posterior(x).mean(), encoded)

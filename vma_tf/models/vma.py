@@ -104,6 +104,10 @@ class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
         x_features, query_embeddings = self.target_features(x)
         return x_features, query_embeddings, self.encode(memory)
 
+    def context_features(self, memory: tf.Tensor) -> tuple[Any, tf.Tensor, Any]:
+        """`features(memory, memory)`: the entries are the targets too."""
+        return self.features(memory, memory)
+
     def embed_memory(self, memory: tf.Tensor) -> tf.Tensor:
         """The addressing embeddings h(m_a) of memory [M, ...]: float32 [M, E]."""
         raise NotImplementedError
@@ -184,6 +188,11 @@ class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
             return self.log_weights(x, encoded, num_samples, seed, visible)
         x_features, query_embeddings, encoded = self.features(x, memory)
         return self._log_weights(x, x_features, query_embeddings, encoded, num_samples, seed, visible)
+
+    def log_weights_of_context(self, context, num_samples, seed, visible=None) -> LogWeights:
+        """Every entry is a target too: the nets run once over them."""
+        x_features, query_embeddings, encoded = self.context_features(self.memory_or_learned(context))
+        return self._log_weights(context, x_features, query_embeddings, encoded, num_samples, seed, visible)
 
     def log_weights(self, x, encoded, num_samples, seed, visible=None) -> LogWeights:
         x_features, query_embeddings = self.target_features(x)
