@@ -9,7 +9,7 @@ from vma_tf import tasks
 from vma_tf.config import DataConfig, EpisodeConfig, ModelConfig, RunConfig, TrainConfig
 from vma_tf.data.episodes import Episode, causal_visibility, sample_sequence_episode
 from vma_tf.models import REGISTRY, build_model
-from vma_tf.models.base import visibility_groups
+from vma_tf.models.base import grouped_matmul, visibility_groups
 from vma_tf.models.gmn import PROTOTYPE_DIM
 
 SEQUENCES, LENGTH, K = 2, 6, 3
@@ -213,3 +213,18 @@ def test_the_matching_controller_steps_like_keras_gru_cell():
     np.testing.assert_allclose(
         controller._update(controller.gate_inputs(read), state), expected, rtol=1e-5, atol=1e-6
     )
+
+
+@pytest.mark.parametrize("leading, groups", [((), 3), ((1,), 3), ((2,), 3), ((2, 3), 3), ((2,), 1)])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_grouped_matmul_multiplies_each_target_by_its_groups_matrix(leading, groups, transpose):
+    rng = np.random.default_rng(0)
+    per_group, inner, outer = 4, 5, 6
+    values = rng.standard_normal([*leading, groups * per_group, inner]).astype(np.float32)
+    matrices = rng.standard_normal([groups, inner, outer]).astype(np.float32)
+    expected = np.concatenate(
+        [values[..., g * per_group : (g + 1) * per_group, :] @ matrices[g] for g in range(groups)], axis=-2
+    )
+    product = grouped_matmul(values, np.swapaxes(matrices, 1, 2) if transpose else matrices, transpose)
+    assert product.shape == expected.shape
+    np.testing.assert_allclose(product, expected, rtol=1e-5, atol=1e-5)

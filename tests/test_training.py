@@ -144,6 +144,30 @@ def test_rerunning_resumes_step_count_and_weights(name, data_dir, cache_dir, tmp
         np.testing.assert_allclose(resumed_weights[variable], value, rtol=1e-4, atol=1e-6, err_msg=variable)
 
 
+def test_several_steps_per_call_write_the_rows_and_weights_of_one_and_resume_exactly(data_dir, cache_dir, tmp_path):
+    """--steps_per_call=3 over 2 x 3 + 1 steps, stopped at step 4 and resumed (calls of 1 + 3, then
+    1 + 2 steps), writes the rows and weights of --steps_per_call=1, bit for bit."""
+    common = [f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", *TINY, "--log_every=7", "--checkpoint_every=7",
+              "--image_summary_every=100"]
+    one, three = str(tmp_path / "one"), str(tmp_path / "three")
+    run_train(*common, f"--logdir={one}", "--steps=7", "--steps_per_call=1")
+    run_train(*common, f"--logdir={three}", "--steps=4", "--steps_per_call=3")
+    assert model_weights(three)[1] == 4
+    run_train(*common, f"--logdir={three}", "--steps=7", "--steps_per_call=3")
+
+    def rows(logdir):
+        return [{k: v for k, v in row.items() if k != "steps_per_sec"} for row in read_metrics(logdir)]
+
+    assert [row["step"] for row in rows(one)] == [1, 7]
+    assert rows(three) == rows(one)
+    (weights, step), (expected_weights, expected_step) = model_weights(three), model_weights(one)
+    assert step == expected_step == 7
+    del weights["save_counter/.ATTRIBUTES/VARIABLE_VALUE"]  # the resumed run saved twice
+    assert weights.keys() == expected_weights.keys() - {"save_counter/.ATTRIBUTES/VARIABLE_VALUE"}
+    for variable, value in weights.items():
+        np.testing.assert_array_equal(value, expected_weights[variable], err_msg=variable)
+
+
 @pytest.mark.slow
 def test_smoke_run_improves_the_bound(smoke_run, data_dir):
     """smoke.flags for 150 steps: the bound improves by > 150 nats from the first step (~470 nats)."""

@@ -124,6 +124,9 @@ class TrainConfig:
     strategy: "default" (one device), "mirrored" (every local GPU, or CPU device, one replica
       each) or "multi_worker" (hosts described by TF_CONFIG); each batch's targets are split
       across the replicas and every replica reads the whole memory.
+    steps_per_call: training steps per compiled call (one host dispatch each); calls end at
+      every step that logs, saves or writes images, so the run's rows and checkpoints do not
+      depend on it.
     """
 
     logdir: str
@@ -141,6 +144,7 @@ class TrainConfig:
     mixed_precision: str = "float32"
     jit_compile: bool = False
     strategy: str = "default"
+    steps_per_call: int = 1
     export: bool = True
     clip_global_norm: float = 0.0
     max_nonfinite_steps: int = 10

@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from vma_tf import checkpoints, export, files, nets, objectives, tasks
-from vma_tf.config import RunConfig
+from vma_tf.config import RunConfig, TrainConfig
 from vma_tf.data.episodes import Episode
 from vma_tf.errors import RunDivergedError, RunInterruptedError, StorageError, UserInputError, require_positive
 from vma_tf.models import REGISTRY, MemoryReader, build_model, context_for
@@ -56,6 +56,7 @@ def validate(config: RunConfig) -> None:
         "--max_checkpoints": train.max_checkpoints,
         "--log_every": train.log_every,
         "--image_summary_every": train.image_summary_every,
+        "--steps_per_call": train.steps_per_call,
         "--latent_dim": model.latent_dim,
         "--embed_dim": model.embed_dim,
         "--conv_channels": model.conv_channels,
@@ -211,6 +212,7 @@ class Trainer:
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=train.max_checkpoints)
         self._run_directory = checkpoints.checkpoint_dir(train.logdir)
         self.train_step = tf.function(self._train_step, jit_compile=train.jit_compile)
+        self.train_steps = tf.function(self._train_steps)
         self.write_images = tf.function(self._write_images)
 
     def restore(self) -> int:
@@ -311,6 +313,12 @@ class Trainer:
         self._sums.assign_add(tf.where(finite, stacked, tf.zeros_like(stacked)))
         self._count.assign_add(tf.cast(finite, tf.float32))
 
+    def _train_steps(self, batches: tf.data.Iterator, count: tf.Tensor) -> None:
+        """`count` steps on the iterator's next batches, in one call (SimCLR's train_multiple_steps):
+        one host dispatch for them all."""
+        for _ in tf.range(count):
+            self.train_step(next(batches))
+
     def read_longest_nonfinite_run(self) -> int:
         """The most non-finite steps in a row since the last call; resets the count."""
         longest = int(self._longest_nonfinite_run.numpy())
@@ -400,10 +408,20 @@ def _train(config: RunConfig, trainer: Trainer, dataset_from) -> dict[str, float
 
     # The first row after a (re)start times one step and its graph tracing: no ETA from it.
     first_row = True
+    batches = iter(dataset.take(train_config.steps - start))
+    step = start
     with writer.as_default(), stop_signal:
-        for step, episode in enumerate(dataset.take(train_config.steps - start), start=start + 1):
-            trainer.train_step(episode)
-            window_steps += 1
+        while step < train_config.steps:
+            # Every worker splits the run into the same calls (their collectives must match).
+            image_step = _writes_images(step + 1, start, train_config)
+            count = 1 if image_step else _steps_to_next_event(step, train_config)
+            if count == 1:
+                episode = next(batches)
+                trainer.train_step(episode)
+            else:
+                trainer.train_steps(batches, tf.constant(count))
+            step += count
+            window_steps += count
             # Rows at multiples of --log_every, and at step 1 (a resumed run's first row would be one
             # that an uninterrupted run does not write).
             logs = step % train_config.log_every == 0 or step == 1
@@ -413,7 +431,7 @@ def _train(config: RunConfig, trainer: Trainer, dataset_from) -> dict[str, float
             if stop_signal.received:
                 trainer.save(step)
                 raise RunInterruptedError(stop_signal.received, step)
-            if chief and (step % train_config.image_summary_every == 0 or step == start + 1):
+            if chief and image_step:
                 trainer.write_images(episode)
             if logs:
                 elapsed = time.perf_counter() - window_start
@@ -436,6 +454,23 @@ def _train(config: RunConfig, trainer: Trainer, dataset_from) -> dict[str, float
     else:
         shutil.rmtree(trainer.manager.directory, ignore_errors=True)  # a worker's own checkpoints
     return metrics
+
+
+def _writes_images(step: int, start: int, train: TrainConfig) -> bool:
+    """Whether training step `step` (1-based) ends with image summaries: every image_summary_every
+    steps, and the first step after a (re)start."""
+    return step % train.image_summary_every == 0 or step == start + 1
+
+
+def _steps_to_next_event(step: int, train: TrainConfig) -> int:
+    """How many steps, at most steps_per_call, the next call may run after `step`: it ends at the
+    next step that logs, saves, writes images or ends the run, where the loop must look."""
+    def next_multiple(every: int) -> int:
+        return (step // every + 1) * every
+
+    events = [next_multiple(train.log_every), next_multiple(train.checkpoint_every), train.steps,
+              next_multiple(train.image_summary_every), *([1] if step < 1 else [])]
+    return max(1, min(train.steps_per_call, min(events) - step))
 
 
 class _StopSignal:

@@ -142,6 +142,11 @@ flags.DEFINE_enum(
     "Keras dtype policy; distributions stay float32. mixed_float16 is for GPUs.",
 )
 flags.DEFINE_bool("jit_compile", TrainConfig.jit_compile, "XLA-compile the step (slower on CPU, try on GPU).")
+flags.DEFINE_integer(
+    "steps_per_call",
+    TrainConfig.steps_per_call,
+    "Training steps per compiled call (one host dispatch each); the rows and checkpoints do not depend on it.",
+)
 flags.DEFINE_enum(
     "strategy",
     TrainConfig.strategy,

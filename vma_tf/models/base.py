@@ -248,21 +248,23 @@ def grouped_matmul(values: tf.Tensor, matrices: tf.Tensor, transpose_matrices: b
     """values [..., B, X] times their group's matrix: target b of B takes matrices[b // (B / G)] of
     matrices [G, X, Y] ([G, Y, X] with transpose_matrices) -> [..., B, Y].
 
-    One batched matmul over the G groups, with the leading dimensions folded into its rows: oneDNN's
+    One batched matmul over the G groups, the leading dimensions folded into its rows: oneDNN's
     batched matmul that broadcasts batch dimensions corrupts memory in TensorFlow 2.21 (a [3, 1,
     32, 7] by [1, 7, 96] product crashed the process a few ops later)."""
+    values, matrices = tf.convert_to_tensor(values), tf.convert_to_tensor(matrices)
     groups = tf.shape(matrices)[0]
     grouped = split_groups(values, groups, 1)  # [..., G, N, X]
     leading = grouped.shape.rank - 3
-    if leading and all(size == 1 for size in grouped.shape[:leading]):  # one sample: no transposes
-        grouped, leading = tf.reshape(grouped, tf.shape(grouped)[leading:]), 0
-    moved = tf.transpose(grouped, [leading, *range(leading), leading + 1, leading + 2]) if leading else grouped
-    moved_shape = tf.shape(moved)  # [G, ..., N, X]
-    product = tf.matmul(tf.reshape(moved, [groups, -1, moved_shape[-1]]), matrices, transpose_b=transpose_matrices)
-    product = tf.reshape(product, tf.concat([moved_shape[:-1], tf.shape(product)[-1:]], axis=0))
-    if leading:
-        product = tf.transpose(product, [*range(1, leading + 1), 0, leading + 1, leading + 2])
-    product = tf.reshape(merge_groups(product, 1), tf.concat([tf.shape(values)[:-1], tf.shape(product)[-1:]], 0))
+    # The rows fold in place with one group or no leading samples; otherwise G moves to the front.
+    moves = leading and matrices.shape[0] != 1 and any(size != 1 for size in grouped.shape[:leading])
+    if moves:
+        grouped = tf.transpose(grouped, [leading, *range(leading), leading + 1, leading + 2])  # [G, ..., N, X]
+    rows = tf.reshape(grouped, tf.concat([[groups, -1], tf.shape(grouped)[-1:]], axis=0))
+    product = tf.matmul(rows, matrices, transpose_b=transpose_matrices)  # [G, (...) N, Y]
+    if moves:
+        product = tf.reshape(product, tf.concat([tf.shape(grouped)[:-1], tf.shape(product)[-1:]], axis=0))
+        product = tf.transpose(product, [*range(1, leading + 1), 0, leading + 1, leading + 2])  # [..., G, N, Y]
+    product = tf.reshape(product, tf.concat([tf.shape(values)[:-1], tf.shape(product)[-1:]], axis=0))
     product.set_shape(values.shape[:-1].concatenate(matrices.shape[-2 if transpose_matrices else -1]))
     return product
 
