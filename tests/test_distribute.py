@@ -129,3 +129,76 @@ def test_one_step_runs_with_a_finite_loss(train):
     assert np.isfinite(metrics["loss_nats"]) and 300 < metrics["loss_nats"] < 700  # ~ 26*26*log 2 untrained
     if train.get("mixed_precision"):
         assert trainer.model.pyramid.convs[0].compute_dtype == train["mixed_precision"].removeprefix("mixed_")
+
+
+# One process per worker (or, for the reference, one process with two logical CPU devices): a few
+# steps on the same global batches, then the weights, the loss rows and the median step time.
+STEPS_ON_A_CLUSTER = textwrap.dedent("""
+    import json, sys, time
+    import numpy as np, tensorflow as tf
+    if sys.argv[2] == "mirrored":
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path.insert(0, sys.argv[1])
+    from test_distribute import _batch, _config
+    from vma_tf import tasks, training
+
+    config = _config(strategy=sys.argv[2])
+    trainer = training.Trainer(config, 26, tasks.build_task(config))
+    losses, seconds = [], []
+    for step in range(int(sys.argv[3])):
+        start = time.perf_counter()
+        trainer.train_step(_batch(step))
+        losses.append(trainer.read_metrics()["loss_nats"])
+        seconds.append(time.perf_counter() - start)
+    json.dump({
+        "replicas": trainer.strategy.num_replicas_in_sync, "chief": trainer.is_chief, "losses": losses,
+        "weights": [variable.numpy().ravel().tolist() for variable in trainer.model.trainable_variables],
+        "step_ms": 1000 * float(np.median(seconds[2:])),
+    }, sys.stdout)
+""")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _cluster_step(strategy: str, steps: int, tf_config: str | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": REPO, **({"TF_CONFIG": tf_config} if tf_config else {})}
+    return subprocess.Popen(
+        [sys.executable, "-c", STEPS_ON_A_CLUSTER, os.path.dirname(__file__), strategy, str(steps)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+
+
+def _result(process: subprocess.Popen) -> dict:
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    return __import__("json").loads(stdout.strip().splitlines()[-1])
+
+
+def test_two_worker_processes_train_in_step_and_as_one_process_would():
+    """--strategy=multi_worker across two processes on 127.0.0.1 (TF_CONFIG with two local ports): both
+    workers end with identical weights, and their loss rows equal those of one process that splits
+    the same global batches across two devices."""
+    json = __import__("json")
+    steps = 4
+    workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    processes = [
+        _cluster_step("multi_worker", steps, json.dumps({"cluster": {"worker": workers},
+                                                         "task": {"type": "worker", "index": index}}))
+        for index in range(2)
+    ]
+    chief, other = (_result(process) for process in processes)
+    one_process = _result(_cluster_step("mirrored", steps))
+    assert chief["replicas"] == other["replicas"] == one_process["replicas"] == 2
+    assert chief["chief"] and not other["chief"]
+    for chief_weights, other_weights in zip(chief["weights"], other["weights"]):
+        np.testing.assert_array_equal(chief_weights, other_weights)
+    np.testing.assert_allclose(chief["losses"], one_process["losses"], rtol=1e-5)
+    assert chief["losses"] == other["losses"]
+    print(f"step ms: two workers {chief['step_ms']:.0f}, one process on two devices {one_process['step_ms']:.0f}")
