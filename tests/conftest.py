@@ -38,6 +38,12 @@ def data_dir() -> str:
 
 
 @pytest.fixture(scope="session")
+def gmn_data_dir() -> str:
+    """The dataset root holding omniglot_gmn/ (the GMN authors' arrays; the same VMA_DATA_DIR)."""
+    return _dataset_root(os.path.join("omniglot_gmn", "train_small.npz"), "the GMN authors' Omniglot arrays")
+
+
+@pytest.fixture(scope="session")
 def mnist_dir() -> str:
     """The dataset root holding binarized_mnist/ (the same VMA_DATA_DIR)."""
     return _dataset_root(os.path.join("binarized_mnist", "binarized_mnist_test.amat"), "binarized MNIST")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vma_tf.config import DataConfig
-from vma_tf.data import cache, omniglot
+from vma_tf.data import cache, labelled, omniglot
 from vma_tf.errors import UserInputError
 
 
@@ -133,3 +133,63 @@ def test_extracted_folders_work_like_zips(tmp_path):
     assert splits["train"].images.shape == (1, 2, 26, 26)
     assert splits["train"].images[0, 0, 2:5, 2:5].min() == 1  # ink = 1 after inversion
     assert splits["test"].alphabets == ("Tengwar",) and splits["test"].images.sum() == 0
+
+
+def _gmn_config(data_dir, **overrides) -> DataConfig:
+    settings = {"dataset": "omniglot_gmn", "data_dir": data_dir, "split": "lake", "image_size": 28}
+    return DataConfig(**{**settings, **overrides})
+
+
+def test_the_gmn_authors_arrays_load_as_the_lake_split_with_ink_one(gmn_data_dir):
+    splits = labelled.load_splits(_gmn_config(gmn_data_dir))
+    train, test = splits["train"], splits["test"]
+    assert train.images.shape == (964, 20, 28, 28) and test.images.shape == (659, 20, 28, 28)
+    assert train.images.dtype == np.uint8 and set(np.unique(train.images)) == {0, 1}
+    assert 0.06 < train.images.mean() < 0.10  # thin strokes: about 8% ink (background, 92%, is 0)
+    with np.load(os.path.join(gmn_data_dir, "omniglot_gmn", "test_small.npz")) as raw:
+        key = f"images_evaluation/{test.alphabets[5]}/{test.names[5]}"
+        np.testing.assert_array_equal(test.images[5].reshape(20, 784), raw[key] == 0)
+    assert len(set(train.alphabets)) == 30 and len(set(test.alphabets)) == 20
+    assert not set(train.alphabets) & set(test.alphabets)
+
+
+def _write_npz(path, **arrays):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing", r"missing .*test_small.npz: the GMN authors' 28x28 Omniglot, from the GMN authors' repository"),
+    ("junk", r"test_small.npz is not a readable .npz of the GMN authors' arrays"),
+    ("shape", r"test_small.npz: images_evaluation/A/character01 is uint8 \[20, 700\], expected uint8 \[20, 784\]"),
+    ("values", r"test_small.npz: images_evaluation/A/character01 holds values other than 0 and 255"),
+    ("key", r"test_small.npz: unexpected key 'character01'"),
+])
+def test_a_missing_or_damaged_gmn_file_is_refused_in_one_line(damage, message, gmn_data_dir, tmp_path):
+    folder = tmp_path / "omniglot_gmn"
+    folder.mkdir()
+    shutil.copy(os.path.join(gmn_data_dir, "omniglot_gmn", "train_small.npz"), folder / "train_small.npz")
+    good = np.full([20, 784], 255, np.uint8)
+    test_file = str(folder / "test_small.npz")
+    if damage == "junk":
+        with open(test_file, "wb") as f:
+            f.write(b"not a zip")
+    elif damage == "shape":
+        _write_npz(test_file, **{"images_evaluation/A/character01": good[:, :700]})
+    elif damage == "values":
+        _write_npz(test_file, **{"images_evaluation/A/character01": np.full([20, 784], 7, np.uint8)})
+    elif damage == "key":
+        _write_npz(test_file, character01=good)
+    with pytest.raises(UserInputError, match=message) as refused:
+        labelled.load_splits(_gmn_config(str(tmp_path)))
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(image_size=26), "--dataset=omniglot_gmn holds 28x28 images: pass --image_size=28"),
+    (dict(split="45_5"), "pass --split=lake"),
+    (dict(data_dir=None), "is read from --data_dir"),
+])
+def test_the_gmn_dataset_refuses_settings_it_cannot_serve(overrides, message, tmp_path):
+    with pytest.raises(UserInputError, match=message):
+        labelled.load_splits(_gmn_config(**{"data_dir": str(tmp_path), **overrides}))

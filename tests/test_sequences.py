@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from vma_tf import tasks
 from vma_tf.config import DataConfig, EpisodeConfig, ModelConfig, RunConfig, TrainConfig
+from vma_tf.data import episodes
 from vma_tf.data.episodes import Episode, causal_visibility, sample_sequence_episode
 from vma_tf.models import REGISTRY, build_model
 from vma_tf.models.base import grouped_matmul, visibility_groups
@@ -228,3 +229,32 @@ def test_grouped_matmul_multiplies_each_target_by_its_groups_matrix(leading, gro
     product = grouped_matmul(values, np.swapaxes(matrices, 1, 2) if transpose else matrices, transpose)
     assert product.shape == expected.shape
     np.testing.assert_allclose(product, expected, rtol=1e-5, atol=1e-5)
+
+
+def _drawings_by_identity(classes: int = 30, per_class: int = 20) -> tf.Tensor:
+    """uint8 [classes, per_class, 1, 1] whose one pixel is the drawing's index: with the labels, an
+    image tells which drawing of which class it is."""
+    return tf.constant(np.tile(np.arange(per_class, dtype=np.uint8)[None, :, None, None], [classes, 1, 1, 1]))
+
+
+def _repeats(num_classes: int, with_replacement: bool, sequences: int = 4000) -> np.ndarray:
+    """bool [sequences, T]: whether x_t's exact drawing appears among x_<t."""
+    images = _drawings_by_identity()
+    drawn = [episodes.sample_sequence(images, num_classes, 20, tf.constant([index, 7]), with_replacement)
+             for index in range(sequences)]
+    identity = np.stack([labels.numpy() * 100 + pixels.numpy().reshape(-1) for pixels, labels in drawn])  # [S, T]
+    return np.stack([[identity[s, t] in identity[s, :t] for t in range(20)] for s in range(sequences)])
+
+
+def test_the_authors_sampler_repeats_drawings_at_its_closed_form_rate():
+    """C = 1, drawings with replacement among 20: x_t (after n = t earlier images) repeats one of them
+    with probability 1 - (19/20)^n."""
+    rate = _repeats(1, with_replacement=True).mean(axis=0)
+    expected = 1 - (19 / 20) ** np.arange(20)
+    stderr = np.sqrt(expected * (1 - expected) / 4000) + 1e-9
+    assert np.all(np.abs(rate - expected) <= 4 * stderr), (rate, expected)
+    assert rate[19] > 0.55
+
+
+def test_the_distinct_sampler_never_repeats_a_drawing():
+    assert not _repeats(2, with_replacement=False, sequences=500).any()

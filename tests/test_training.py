@@ -1,5 +1,6 @@
 """train.py end to end: bad input, resuming, and a short real run whose bound improves."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -58,6 +59,13 @@ def model_weights(logdir):
         (["--model=soft_attention", "--memory=learned"], "--memory=learned but --model=soft_attention trains with"),
         (["--model=vae", "--model_arch=mlp"], r"--model_arch=mlp but --model=vae has nets for \('conv',\)"),
         (["--memory_per_class=0"], "--memory_per_class must be at least 1"),
+        (["--learning_rate_boundaries=5", "--learning_rate_values=1e-4,1e-5"],
+         "--learning_rate_boundaries has 1 steps but --learning_rate_values 2 rates"),
+        (["--learning_rate_boundaries=5,3", "--learning_rate_values=1e-4,1e-5"],
+         r"--learning_rate_boundaries must be increasing positive steps, got \[5, 3\]"),
+        (["--learning_rate_boundaries=5", "--learning_rate_values=fast"], "--learning_rate_values takes comma-sep"),
+        (["--adam_beta_2=1"], r"--adam_beta_2 must lie in \[0, 1\)"),
+        (["--dataset=omniglot_gmn", "--split=lake"], "--dataset=omniglot_gmn holds 28x28 images: pass --image_size=28"),
         (["--classes_per_batch=1480", "--split=45_5"], "needs 1480 classes .* split has 1479"),
         (["--data_dir=/nonexistent"], "missing Omniglot archive /nonexistent/omniglot/images_background.zip"),
         (["--latent_dim=-1"], "--latent_dim must be positive, got -1"),
@@ -194,3 +202,31 @@ def test_smoke_run_improves_the_bound(smoke_run, data_dir):
     assert {1, 100} <= image_steps
     with open(os.path.join(logdir, "config.json")) as f:
         assert json.load(f)["train"]["num_samples"] == 4
+
+
+def test_the_learning_rate_schedule_changes_at_its_steps_and_resumes_on_them(tmp_path):
+    """--learning_rate=1e-3 --learning_rate_boundaries=2,4 --learning_rate_values=5e-4,1e-4: steps
+    1-2 at 1e-3, 3-4 at 5e-4, 5 on at 1e-4, also in a run restored from a checkpoint at step 3."""
+    from test_distribute import _batch, _config
+
+    from vma_tf import tasks, training
+
+    config = _config(learning_rate=1e-3, learning_rate_boundaries=(2, 4), learning_rate_values=(5e-4, 1e-4),
+                     adam_beta_2=0.99, adam_epsilon=1e-8)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, logdir=str(tmp_path)))
+    expected = [1e-3, 1e-3, 5e-4, 5e-4, 1e-4, 1e-4]
+
+    def rates(trainer, steps):
+        used = []
+        for step in steps:
+            used.append(float(trainer.optimizer.learning_rate))  # the rate this step applies
+            trainer.train_step(_batch(step))
+        return used
+
+    trainer = training.Trainer(config, 26, tasks.build_task(config))
+    assert trainer.optimizer.beta_2 == 0.99 and trainer.optimizer.epsilon == 1e-8
+    np.testing.assert_allclose(rates(trainer, range(3)), expected[:3], rtol=1e-6)
+    trainer.save(3)
+    resumed = training.Trainer(config, 26, tasks.build_task(config))
+    assert resumed.restore() == 3
+    np.testing.assert_allclose(rates(resumed, range(3, 6)), expected[3:], rtol=1e-6)

@@ -12,7 +12,8 @@ from vma_tf.errors import UserInputError
 class DataConfig:
     """Where the images come from and how they are shaped.
 
-    dataset: "omniglot" or "mnist" (Larochelle's binarized MNIST, 28x28).
+    dataset: "omniglot", "omniglot_gmn" (the GMN authors' 28x28 arrays, Lake split; data_dir only)
+      or "mnist" (Larochelle's binarized MNIST, 28x28).
     data_dir: a dataset root laid out like `shared/data` (`omniglot/`, `binarized_mnist/`),
       or None to read through TensorFlow Datasets.
     split: Omniglot only. "45_5" (Rezende et al. 2016, the VMA paper), "lake"
@@ -38,7 +39,10 @@ class EpisodeConfig:
     classes_per_batch * targets_per_class targets; the memory holds
     (classes_per_batch + confounding_classes) * memory_per_class images.
     sequence: sequences_per_batch sequences of sequence_length images, each from
-    sequence_classes classes (the GMN paper's C_train); x_t reads x_<t.
+    sequence_classes classes (the GMN paper's C_train); x_t reads x_<t. sequence_sampling:
+    "distinct" (distinct classes, and no drawing twice in a sequence) or "with_replacement" (the
+    GMN authors' sampler: the classes and each position's drawing drawn with replacement, so a
+    sequence may hold one drawing more than once).
     """
 
     classes_per_batch: int = 8
@@ -48,6 +52,7 @@ class EpisodeConfig:
     sequence_length: int = 20
     sequences_per_batch: int = 20
     sequence_classes: int = 2
+    sequence_sampling: str = "distinct"
 
     @property
     def batch_size(self) -> int:
@@ -109,6 +114,7 @@ class ModelConfig:
 
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
+SEQUENCE_SAMPLINGS = ("distinct", "with_replacement")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +133,10 @@ class TrainConfig:
     steps_per_call: training steps per compiled call (one host dispatch each); calls end at
       every step that logs, saves or writes images, so the run's rows and checkpoints do not
       depend on it.
+    learning_rate_boundaries, learning_rate_values: a piecewise-constant schedule: the rate is
+      learning_rate up to step boundaries[0], then values[0] up to boundaries[1], and so on (it
+      counts applied updates: a skipped non-finite step does not advance it).
+    adam_beta_2, adam_epsilon: Adam's (Keras's defaults; the GMN authors used 0.99 and 1e-8).
     """
 
     logdir: str
@@ -136,6 +146,10 @@ class TrainConfig:
     num_samples: int = 4
     vimco_baseline: str = "geometric"
     learning_rate: float = 3e-4
+    learning_rate_boundaries: tuple[int, ...] = ()
+    learning_rate_values: tuple[float, ...] = ()
+    adam_beta_2: float = 0.999
+    adam_epsilon: float = 1e-7
     weight_decay: float = 0.0
     checkpoint_every: int = 1000
     max_checkpoints: int = 3
@@ -164,8 +178,10 @@ class EvalConfig:
     drawings of one class per draw; B: one drawing of each of that many classes);
     sweep_tiled_sizes: B's points past the test split, memories of the test images tiled to that
     size (`data.images.tiled_images`), for models whose memory encodes compactly.
-    classification_tasks: "<N>way<k>shot" names; classification_episodes, queries_per_class,
-    iw_samples (K of the importance-weighted p(c|x)). sample_rows, samples_per_row: `samples`.
+    sequence_sampling: the `conditional` table's sequences: "distinct" or "with_replacement"
+    (EpisodeConfig), or "" for the run's own. classification_tasks: "<N>way<k>shot" names;
+    classification_episodes, queries_per_class, iw_samples (K of the importance-weighted
+    p(c|x)). sample_rows, samples_per_row: `samples`.
     """
 
     seed: int = 0
@@ -176,6 +192,7 @@ class EvalConfig:
     classes: tuple[int, ...] = (1, 2, 4, 16)
     shots: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 10, 19)
     num_sequences: int = 100
+    sequence_sampling: str = ""
     sweep_classes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 144)
     sweep_fixed_shots: int = 4
     sweep_shots: tuple[int, ...] = (1, 2, 4, 8, 16, 19)
@@ -218,6 +235,7 @@ _JSON_TYPES = {
     "str": lambda v: isinstance(v, str),
     "str | None": lambda v: v is None or isinstance(v, str),
     "tuple[int, ...]": lambda v: isinstance(v, list) and all(_JSON_TYPES["int"](x) for x in v),
+    "tuple[float, ...]": lambda v: isinstance(v, list) and all(_JSON_TYPES["float"](x) for x in v),
     "tuple[str, ...]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
 }
 

@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from vma_tf import objectives
-from vma_tf.config import DataConfig, EvalConfig, RunConfig
-from vma_tf.data import episodes, omniglot
+from vma_tf.config import SEQUENCE_SAMPLINGS, DataConfig, EvalConfig, RunConfig
+from vma_tf.data import episodes, labelled
 from vma_tf.data import images as flat_images
 from vma_tf.data.episodes import Episode
 from vma_tf.data.omniglot import CharacterSet
@@ -109,13 +109,14 @@ class FewShotTask(Task):
         return shape.targets_per_class, shape.memory_per_class
 
     def validate(self) -> None:
-        if self.run.data.dataset != "omniglot":
+        if not labelled.has_classes(self.run.data.dataset):
             raise UserInputError(
-                "--memory=few_shot needs labelled classes: use --dataset=omniglot, or --memory=recall|learned"
+                f"--memory=few_shot needs labelled classes: use --dataset={'|'.join(labelled.LOADERS)}, or "
+                "--memory=recall|learned"
             )
 
     def training_data(self) -> tuple[int, Callable[[int], tf.data.Dataset]]:
-        characters = omniglot.load_splits(self.run.data)["train"]
+        characters = labelled.load_splits(self.run.data)["train"]
         episodes.validate(characters, self.run.episodes)
         seed = self.run.train.seed
         return characters.image_size, lambda start: episodes.episode_dataset(
@@ -151,12 +152,17 @@ class SequenceTask(Task):
 
     def validate(self) -> None:
         shape = self.run.episodes
-        if self.run.data.dataset != "omniglot":
-            raise UserInputError("--memory=sequence needs labelled classes: use --dataset=omniglot")
+        if not labelled.has_classes(self.run.data.dataset):
+            raise UserInputError(
+                f"--memory=sequence needs labelled classes: use --dataset={'|'.join(labelled.LOADERS)}"
+            )
         if min(shape.sequence_length, shape.sequences_per_batch, shape.sequence_classes) < 1:
             raise UserInputError("--sequence_length, --sequences_per_batch and --sequence_classes must be at least 1")
         if shape.sequence_length < 2:
             raise UserInputError("--sequence_length must be at least 2: x_1 has nothing to read")
+        if shape.sequence_sampling not in SEQUENCE_SAMPLINGS:
+            raise UserInputError(f"--sequence_sampling must be one of {SEQUENCE_SAMPLINGS}, got "
+                                 f"{shape.sequence_sampling!r}")
 
     def log_weights(self, model, batch, num_samples, seed):
         # A training batch's targets are its memory, every image of every sequence (a test batch
@@ -167,7 +173,9 @@ class SequenceTask(Task):
 
     def _check(self, characters: CharacterSet, split: str) -> None:
         shape = self.run.episodes
-        if shape.sequence_classes > characters.num_classes or shape.sequence_length > characters.images_per_class:
+        # Without replacement, one class may fill the whole sequence with distinct drawings.
+        distinct_drawings = shape.sequence_length if shape.sequence_sampling == "distinct" else 1
+        if shape.sequence_classes > characters.num_classes or distinct_drawings > characters.images_per_class:
             raise UserInputError(
                 f"a sequence of {shape.sequence_length} images from {shape.sequence_classes} classes needs that many "
                 f"classes and drawings per class; the {split} split has {characters.num_classes} classes of "
@@ -175,7 +183,7 @@ class SequenceTask(Task):
             )
 
     def training_data(self) -> tuple[int, Callable[[int], tf.data.Dataset]]:
-        characters = omniglot.load_splits(self.run.data)["train"]
+        characters = labelled.load_splits(self.run.data)["train"]
         self._check(characters, "training")
         seed = self.run.train.seed
         return characters.image_size, lambda start: episodes.sequence_dataset(
@@ -191,7 +199,7 @@ class SequenceTask(Task):
         batches = [
             episodes.sample_sequence_episode(
                 images, shape.sequences_per_batch, shape.sequence_classes, shape.sequence_length, seed_of(index),
-                first_target=1,
+                first_target=1, with_replacement=shape.sequence_sampling == "with_replacement",
             )
             for index in range(config.num_episodes)
         ]
@@ -271,6 +279,6 @@ def build_task(run: RunConfig) -> Task:
 def load_test_split(data: DataConfig) -> CharacterSet | np.ndarray:
     """The test split: Omniglot's characters by class (the modes that need classes use them), or
     MNIST's images uint8 [N, 28, 28]."""
-    if data.dataset == "omniglot":
-        return omniglot.load_splits(data)["test"]
+    if labelled.has_classes(data.dataset):
+        return labelled.load_splits(data)["test"]
     return flat_images.load_splits(data)["test"]

@@ -66,8 +66,20 @@ def validate(config: RunConfig) -> None:
         raise UserInputError(f"--seed must lie in 0..2**31-1 (stateless seeds are int32), got {train.seed}")
     if not (math.isfinite(train.clip_global_norm) and train.clip_global_norm >= 0) or train.max_nonfinite_steps < 0:
         raise UserInputError("--clip_global_norm and --max_nonfinite_steps must be non-negative (0: off)")
-    if not (math.isfinite(train.learning_rate) and train.learning_rate > 0):
-        raise UserInputError(f"--learning_rate must be a positive number, got {train.learning_rate}")
+    rates = [("--learning_rate", train.learning_rate)] + [("--learning_rate_values", rate)
+                                                          for rate in train.learning_rate_values]
+    for flag, rate in rates:
+        if not (math.isfinite(rate) and rate > 0):
+            raise UserInputError(f"{flag} must be a positive number, got {rate}")
+    boundaries = train.learning_rate_boundaries
+    if len(boundaries) != len(train.learning_rate_values):
+        raise UserInputError(f"--learning_rate_boundaries has {len(boundaries)} steps but --learning_rate_values "
+                             f"{len(train.learning_rate_values)} rates: one rate after each boundary")
+    if list(boundaries) != sorted(set(boundaries)) or (boundaries and boundaries[0] < 1):
+        raise UserInputError(f"--learning_rate_boundaries must be increasing positive steps, got {list(boundaries)}")
+    if not (0 <= train.adam_beta_2 < 1 and math.isfinite(train.adam_epsilon) and train.adam_epsilon > 0):
+        raise UserInputError(f"--adam_beta_2 must lie in [0, 1) and --adam_epsilon be positive, got "
+                             f"{train.adam_beta_2} and {train.adam_epsilon}")
     if not (math.isfinite(train.weight_decay) and train.weight_decay >= 0):
         raise UserInputError(f"--weight_decay must be a non-negative number, got {train.weight_decay}")
     if os.path.exists(train.logdir) and not os.path.isdir(train.logdir):
@@ -150,6 +162,18 @@ def replica_share(batch: Episode, replica: tf.Tensor, replicas: int) -> Episode:
     )
 
 
+def learning_rate_schedule(train: TrainConfig) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The run's learning rate: a constant, or piecewise constant over the applied updates, the rate
+    of step s (1-based) being the one after the last boundary below s."""
+    if not train.learning_rate_boundaries:
+        return train.learning_rate
+    # Keras compares the updates done before this one (s - 1) with each boundary b, inclusive.
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        [boundary - 1 for boundary in train.learning_rate_boundaries],
+        [train.learning_rate, *train.learning_rate_values],
+    )
+
+
 def weight_decay_variables(model: keras.Model) -> list[tf.Variable]:
     """The variables L2 weight decay applies to: every trainable one but a learned memory
     (the paper's "all parameters with the exception of M")."""
@@ -184,7 +208,9 @@ class Trainer:
             self.model = build_model(self.model_config)
             # The step's metrics, in nats: the loss, the reconstruction term and the model's diagnostics.
             self.metric_names = ("loss_nats", "recon_nats", *self.model.DIAGNOSTICS)
-            optimizer = keras.optimizers.Adam(train.learning_rate)
+            optimizer = keras.optimizers.Adam(
+                learning_rate_schedule(train), beta_2=train.adam_beta_2, epsilon=train.adam_epsilon
+            )
             if train.mixed_precision == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             self.optimizer = optimizer
@@ -440,6 +466,7 @@ def _train(config: RunConfig, trainer: Trainer, dataset_from) -> dict[str, float
                 for name, value in metrics.items():
                     if name != "step":
                         tf.summary.scalar(f"train/{name}", value, step=step)
+                tf.summary.scalar("train/learning_rate", trainer.optimizer.learning_rate, step=step)
                 _log_progress(metrics, train_config.steps, trainer.model.DIAGNOSTICS, show_eta=not first_row)
                 first_row = False
                 if chief:

@@ -17,7 +17,7 @@ import sys
 from absl import app, flags, logging
 
 from vma_tf.cli.tensorflow_logs import VERBOSE_HELP, quiet_tensorflow
-from vma_tf.config import EvalConfig, from_flag_values, integer_lists
+from vma_tf.config import SEQUENCE_SAMPLINGS, EvalConfig, from_flag_values, integer_lists
 from vma_tf.errors import UserInputError
 
 flags.DEFINE_string("logdir", None, "A training run's logdir (config.json and checkpoints/).", required=True)
@@ -44,6 +44,10 @@ flags.DEFINE_integer(
 flags.DEFINE_list("classes", [str(value) for value in EvalConfig.classes], "conditional: classes C per sequence.")
 flags.DEFINE_list("shots", [str(value) for value in EvalConfig.shots], "conditional: conditioning images n.")
 flags.DEFINE_integer("num_sequences", EvalConfig.num_sequences, "conditional: sequences of 20 images per C.")
+flags.DEFINE_enum(
+    "sequence_sampling", EvalConfig.sequence_sampling, ["", *SEQUENCE_SAMPLINGS],
+    "conditional: distinct, or with_replacement (the GMN authors' sampler); empty: the run's own.",
+)
 flags.DEFINE_list(
     "sweep_classes", [str(value) for value in EvalConfig.sweep_classes], "memory_sweep A: test classes in memory."
 )

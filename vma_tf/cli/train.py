@@ -13,6 +13,7 @@ from absl import app, flags
 
 from vma_tf.cli.tensorflow_logs import VERBOSE_HELP, quiet_tensorflow
 from vma_tf.config import (
+    SEQUENCE_SAMPLINGS,
     STRATEGIES,
     DataConfig,
     EpisodeConfig,
@@ -26,7 +27,8 @@ from vma_tf.errors import RunDivergedError, RunInterruptedError, UserInputError
 
 # Data
 flags.DEFINE_enum(
-    "dataset", DataConfig.dataset, ["omniglot", "mnist"], "omniglot, or mnist (Larochelle's binarized MNIST)."
+    "dataset", DataConfig.dataset, ["omniglot", "omniglot_gmn", "mnist"],
+    "omniglot, omniglot_gmn (the GMN authors' 28x28 arrays, Lake split) or mnist (Larochelle's binarized MNIST)."
 )
 flags.DEFINE_string(
     "data_dir", DataConfig.data_dir, "Dataset root laid out like shared/data (omniglot/, binarized_mnist/); None: TFDS."
@@ -63,6 +65,13 @@ flags.DEFINE_integer(
     "sequence_classes", EpisodeConfig.sequence_classes, "--memory=sequence: classes per sequence (GMN's C_train)."
 )
 flags.DEFINE_alias("gmn_train_classes", "sequence_classes")
+flags.DEFINE_enum(
+    "sequence_sampling",
+    EpisodeConfig.sequence_sampling,
+    list(SEQUENCE_SAMPLINGS),
+    "--memory=sequence: distinct classes and drawings, or with_replacement (the GMN authors' sampler; "
+    "a sequence may repeat a drawing). Also eval.py --mode=conditional's.",
+)
 # Memory
 flags.DEFINE_enum(
     "memory",
@@ -125,7 +134,13 @@ flags.DEFINE_integer("num_samples", TrainConfig.num_samples, "K, posterior sampl
 flags.DEFINE_enum(
     "vimco_baseline", TrainConfig.vimco_baseline, ["geometric", "arithmetic"], "VIMCO leave-one-out baseline."
 )
-flags.DEFINE_float("learning_rate", TrainConfig.learning_rate, "Adam learning rate.")
+flags.DEFINE_float("learning_rate", TrainConfig.learning_rate, "Adam learning rate (before the first boundary).")
+flags.DEFINE_list(
+    "learning_rate_boundaries", [], "Steps after which the rate changes to the next --learning_rate_values entry."
+)
+flags.DEFINE_list("learning_rate_values", [], "The rates after each of --learning_rate_boundaries.")
+flags.DEFINE_float("adam_beta_2", TrainConfig.adam_beta_2, "Adam's beta_2 (the GMN authors: 0.99).")
+flags.DEFINE_float("adam_epsilon", TrainConfig.adam_epsilon, "Adam's epsilon (the GMN authors: 1e-8).")
 flags.DEFINE_float("weight_decay", TrainConfig.weight_decay, "L2 weight decay coefficient (never on a learned memory).")
 flags.DEFINE_integer("checkpoint_every", TrainConfig.checkpoint_every, "Steps between checkpoints.")
 flags.DEFINE_integer("max_checkpoints", TrainConfig.max_checkpoints, "Checkpoints kept.")
@@ -171,8 +186,15 @@ FLAGS = flags.FLAGS
 
 
 def run_config():
-    lists = integer_lists(FLAGS, ("poison_steps", "mlp_units"))
-    train = dataclasses.replace(from_flag_values(TrainConfig, FLAGS), poison_steps=lists["poison_steps"])
+    lists = integer_lists(FLAGS, ("poison_steps", "mlp_units", "learning_rate_boundaries"))
+    try:
+        rates = tuple(float(value) for value in FLAGS.learning_rate_values)
+    except ValueError as e:
+        raise UserInputError(f"--learning_rate_values takes comma-separated numbers ({e})") from e
+    train = dataclasses.replace(
+        from_flag_values(TrainConfig, FLAGS), poison_steps=lists["poison_steps"],
+        learning_rate_boundaries=lists["learning_rate_boundaries"], learning_rate_values=rates,
+    )
     data = from_flag_values(DataConfig, FLAGS)
     # config.json stores them resolved: eval.py finds the data from any working directory.
     folders = ("data_dir", "cache_dir")

@@ -84,24 +84,33 @@ def sample_episode(images: tf.Tensor, config: EpisodeConfig, seed: tf.Tensor) ->
     )
 
 
-def sample_sequence(images: tf.Tensor, num_classes: int, length: int, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def sample_sequence(
+    images: tf.Tensor, num_classes: int, length: int, seed: tf.Tensor, with_replacement: bool = False
+) -> tuple[tf.Tensor, tf.Tensor]:
     """A sequence of `length` images from `num_classes` classes drawn from images uint8 [C, N, H, W]:
     the protocol of the papers' conditional likelihood tables (Bartunov & Vetrov 2017, section 3).
+    Each position's class is uniform over the sequence's classes.
 
-    The classes are drawn without replacement; each position's class is uniform over them and
-    no drawing repeats. Returns images float32 [length, H, W, 1] and class indices int32 [length].
+    Distinct (the default): the classes are drawn without replacement and no drawing repeats.
+    With replacement (the GMN authors' `put_new_data`): the classes, and each position's drawing
+    among its class's N, are drawn with replacement. Returns images float32 [length, H, W, 1] and
+    class indices int32 [length].
     """
-    per_class = images.shape[1]
-    if length > per_class:
-        raise ValueError(f"a sequence of {length} may need {length} drawings of a class; there are {per_class}")
+    num_images, per_class = images.shape[0], images.shape[1]
     class_seed, slot_seed, image_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-    classes = _random_subset(class_seed, [images.shape[0]], num_classes)
     slot_classes = tf.random.stateless_uniform([length], slot_seed, maxval=num_classes, dtype=tf.int32)
-    drawing_order = _random_subset(image_seed, [num_classes, per_class], per_class)  # a permutation per class
-    # The j-th image of a class in the sequence is that class's j-th drawing in drawing_order.
-    one_hot = tf.one_hot(slot_classes, num_classes, dtype=tf.int32)
-    rank = tf.reduce_sum(tf.cumsum(one_hot, axis=0, exclusive=True) * one_hot, axis=-1)
-    drawings = tf.gather_nd(drawing_order, tf.stack([slot_classes, rank], axis=-1))
+    if with_replacement:
+        classes = tf.random.stateless_uniform([num_classes], class_seed, maxval=num_images, dtype=tf.int32)
+        drawings = tf.random.stateless_uniform([length], image_seed, maxval=per_class, dtype=tf.int32)
+    else:
+        if length > per_class:
+            raise ValueError(f"a sequence of {length} may need {length} drawings of a class; there are {per_class}")
+        classes = _random_subset(class_seed, [num_images], num_classes)
+        drawing_order = _random_subset(image_seed, [num_classes, per_class], per_class)  # a permutation per class
+        # The j-th image of a class in the sequence is that class's j-th drawing in drawing_order.
+        one_hot = tf.one_hot(slot_classes, num_classes, dtype=tf.int32)
+        rank = tf.reduce_sum(tf.cumsum(one_hot, axis=0, exclusive=True) * one_hot, axis=-1)
+        drawings = tf.gather_nd(drawing_order, tf.stack([slot_classes, rank], axis=-1))
     labels = tf.gather(classes, slot_classes)
     chosen = tf.gather_nd(images, tf.stack([labels, drawings], axis=-1))
     return tf.cast(chosen, tf.float32)[..., tf.newaxis], labels
@@ -117,7 +126,13 @@ def causal_visibility(num_sequences: int, length: int, first_target: int = 0) ->
 
 
 def sample_sequence_episode(
-    images: tf.Tensor, num_sequences: int, num_classes: int, length: int, seed: tf.Tensor, first_target: int = 0
+    images: tf.Tensor,
+    num_sequences: int,
+    num_classes: int,
+    length: int,
+    seed: tf.Tensor,
+    first_target: int = 0,
+    with_replacement: bool = False,
 ) -> Episode:
     """num_sequences sequences (`sample_sequence`) as one Episode: the memory is every image of every
     sequence [S * T, H, W, 1], the targets are the positions t >= first_target
@@ -125,7 +140,7 @@ def sample_sequence_episode(
     (`visible` grouped by sequence, [S * (T - first_target), T])."""
     seeds = tf.random.experimental.stateless_split(seed, num_sequences)
     sequences, labels = tf.map_fn(
-        lambda one_seed: sample_sequence(images, num_classes, length, one_seed),
+        lambda one_seed: sample_sequence(images, num_classes, length, one_seed, with_replacement),
         seeds,
         fn_output_signature=(tf.float32, tf.int32),
     )  # [S, T, H, W, 1], [S, T]
@@ -149,6 +164,7 @@ def sequence_dataset(
         return sample_sequence_episode(
             images, config.sequences_per_batch, config.sequence_classes, config.sequence_length,
             tf.stack([tf.constant(seed, tf.int64), step]),
+            with_replacement=config.sequence_sampling == "with_replacement",
         )
 
     return (

@@ -10,23 +10,20 @@ import numpy as np
 import tensorflow as tf
 
 from vma_tf.config import DataConfig
-from vma_tf.data import mnist, omniglot
+from vma_tf.data import labelled, mnist, omniglot
 from vma_tf.data.episodes import Episode
 from vma_tf.errors import UserInputError
 
-DATASETS = ("omniglot", "mnist")
+DATASETS = (*labelled.LOADERS, "mnist")
 
 
 def load_splits(config: DataConfig) -> dict[str, np.ndarray]:
     """{"train": uint8 [N, S, S], "test": uint8 [N', S, S]} in {0, 1}, ink = 1, without labels
-    (Omniglot's characters of config.split, flattened)."""
+    (a labelled dataset's characters, flattened)."""
     if config.dataset == "mnist":
         return mnist.load_splits(config)
-    if config.dataset == "omniglot":
-        return {
-            name: characters.images.reshape(-1, *characters.images.shape[2:])
-            for name, characters in omniglot.load_splits(config).items()
-        }
+    if labelled.has_classes(config.dataset):
+        return {name: flattened(characters) for name, characters in labelled.load_splits(config).items()}
     raise UserInputError(f"--dataset must be one of {DATASETS}, got {config.dataset!r}")
 
 

@@ -38,13 +38,15 @@ class CharacterSet:
     """Preprocessed characters grouped by class.
 
     images: uint8 [C, N, S, S] in {0, 1}, ink = 1; C classes of N drawings each.
-    character_ids: int32 [C], the global character id - 1 (TFDS's `label`).
-    alphabets: [C] alphabet names.
+    character_ids: int32 [C], the global character id - 1 (TFDS's `label`); where the source
+      names no global id (omniglot_gmn), the class's row.
+    alphabets: [C] alphabet names. names: [C] character names, where the source keeps them.
     """
 
     images: np.ndarray
     character_ids: np.ndarray
     alphabets: tuple[str, ...]
+    names: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:

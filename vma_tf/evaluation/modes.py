@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from vma_tf import tasks
 from vma_tf.config import EpisodeConfig, EvalConfig, RunConfig
-from vma_tf.data import episodes
+from vma_tf.data import episodes, labelled
 from vma_tf.data import images as flat_images
 from vma_tf.data.omniglot import CharacterSet
 from vma_tf.errors import UserInputError
@@ -115,6 +115,7 @@ def conditional(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -
         _check_episode(test, classes, 1, f"--classes={classes}")
     evaluator = BoundEvaluator(model, config.pairs_per_call)
     images = tf.constant(test.images)
+    sampling = config.sequence_sampling or run.episodes.sequence_sampling
     # One call per sequence scores x_{n+1} for every n at once: the context is the whole sequence
     # and target n reads its first n images only.
     scored = [shots for shots in config.shots if shots >= model.min_context_size]
@@ -125,7 +126,8 @@ def conditional(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -
         values: dict[int, list[float]] = {shots: [] for shots in config.shots}
         for sequence_index in range(config.num_sequences if scored else 0):
             sequence, _ = episodes.sample_sequence(
-                images, classes, SEQUENCE_LENGTH, _seed(config, _TASK_STREAM, classes, sequence_index)
+                images, classes, SEQUENCE_LENGTH, _seed(config, _TASK_STREAM, classes, sequence_index),
+                with_replacement=sampling == "with_replacement",
             )
             estimate = evaluator(
                 tf.gather(sequence, scored), sequence, config.num_importance_samples,
@@ -143,6 +145,7 @@ def conditional(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -
         "stderr": stderr,
         "num_sequences": config.num_sequences,
         "num_importance_samples": config.num_importance_samples,
+        "sequence_sampling": sampling,
     }
 
 
@@ -418,7 +421,7 @@ def _learned_memory_samples(model: AddressedMemory, config: EvalConfig) -> dict:
 
 def unserved_reason(mode: str, model, run: RunConfig) -> str | None:
     """Why `model`, trained as `run`, cannot serve `mode`, or None when it can."""
-    if mode in LABELLED_MODES and run.data.dataset != "omniglot":
+    if mode in LABELLED_MODES and not labelled.has_classes(run.data.dataset):
         return f"--mode={mode} needs test characters with classes (Omniglot); this run's data is {run.data.dataset}"
     if mode == "classification" and not (model.reads_context and isinstance(model, MemoryReader)):
         what = "its own learned memory only" if model.learned_memory is not None else "none"

@@ -171,10 +171,18 @@ def table1_markdown(results: dict[str, dict]) -> str:
     )
 
 
+# How each sampler's sequences are described in the conditional table's header.
+_SAMPLINGS = {
+    "distinct": " (distinct classes, no drawing twice)",
+    "with_replacement": " (classes and drawings drawn with replacement, as the GMN authors' sampler)",
+}
+
+
 def conditional_markdown(result: dict) -> str:
     return (
         _header(result)
-        + f"NLL of the next image given the first n of a sequence of 20 from C test classes; "
+        + f"NLL of the next image given the first n of a sequence of 20 from C test classes"
+        f"{_SAMPLINGS[result.get('sequence_sampling', 'distinct')]}; "
         f"K = {result['num_importance_samples']}, {result['num_sequences']} sequences per cell, "
         "± one standard error (— : the model cannot read so few images). The papers' rows are for "
         "models trained on the Lake split at 28x28.\n\n"

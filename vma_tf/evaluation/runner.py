@@ -13,7 +13,7 @@ import os
 import time
 
 from vma_tf import checkpoints, files, tasks
-from vma_tf.config import EvalConfig
+from vma_tf.config import SEQUENCE_SAMPLINGS, EvalConfig
 from vma_tf.errors import UserInputError, require_positive
 from vma_tf.evaluation import modes, reports
 
@@ -42,6 +42,10 @@ def validate(config: EvalConfig) -> None:
         values = getattr(config, name)
         if not values or min(values) < 1:
             raise UserInputError(f"--{name} must be a list of positive integers, got {list(values)}")
+    if config.sequence_sampling not in ("", *SEQUENCE_SAMPLINGS):
+        raise UserInputError(
+            f"--sequence_sampling must be one of {SEQUENCE_SAMPLINGS} or empty, got {config.sequence_sampling!r}"
+        )
     if not config.shots or min(config.shots) < 0:
         raise UserInputError(f"--shots must be a list of non-negative integers, got {list(config.shots)}")
 
