@@ -284,7 +284,7 @@ def test_a_damaged_run_resumes_from_its_newest_whole_checkpoint(three_checkpoint
     # What killed runs leave, and links planted at the names temporaries had before.
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
-    for name in ("config.json.tmp", "metrics.jsonl.tmp"):
+    for name in ("config.json.x8d2kq.tmp", "metrics.jsonl.0a9bc_.tmp"):
         os.symlink(victim, os.path.join(logdir, name))
     os.makedirs(os.path.join(folder, "ckpt-9_temp"))
     result = run_train(f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={logdir}", *TINY,
@@ -371,3 +371,35 @@ def test_a_full_disk_during_an_export_removes_the_partial_export(smoke_run, monk
     assert str(failed.value) == (f"could not write the export {os.path.join(smoke_run, 'saved_model')} "
                                  "(No space left on device); removed the partial files")
     assert sorted(os.listdir(smoke_run)) == before  # the previous export stays, nothing is left beside it
+
+
+def test_a_folder_holding_files_that_are_not_a_runs_is_refused_untouched(data_dir, cache_dir, tmp_path):
+    """train.py removes only temporaries it names itself: a folder with anything else (here a build
+    folder named like TensorFlow's temporaries, and a file named like ours) is refused in one line."""
+    logdir = tmp_path / "d"
+    (logdir / "build_temp").mkdir(parents=True)
+    (logdir / "build_temp" / "f").write_text("x")
+    (logdir / "notes.tmp").write_text("mine")
+    result = run_train(f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={logdir}", *TINY,
+                       "--steps=1", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"train.py: error: {logdir} holds files that are not a vma_tf run: build_temp, notes.tmp; "
+        "use an empty or new folder"), result.stderr[-2000:]
+    assert (logdir / "build_temp" / "f").read_text() == "x" and (logdir / "notes.tmp").read_text() == "mine"
+    assert sorted(os.listdir(logdir)) == ["build_temp", "notes.tmp"]
+
+
+def test_a_resumed_run_removes_its_own_temporaries_and_nothing_else(data_dir, cache_dir, tmp_path):
+    logdir = tmp_path / "run"
+    common = [f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={logdir}", *TINY]
+    run_train(*common, "--steps=1")
+    checkpoints = logdir / "checkpoints"
+    (logdir / "metrics.jsonl.k3j4x_.tmp").write_text("torn")
+    (logdir / "saved_model.a1b2c3.tmp").mkdir()
+    (checkpoints / "ckpt-9_temp").mkdir()
+    (checkpoints / "notes_temp").mkdir()  # not TensorFlow's: kept
+    result = run_train(*common, "--steps=2")
+    assert "training from step 1 to 2" in result.stderr
+    assert sorted(p.name for p in logdir.iterdir() if p.name.endswith(".tmp")) == []
+    assert (checkpoints / "notes_temp").is_dir() and not (checkpoints / "ckpt-9_temp").exists()

@@ -24,10 +24,25 @@ from vma_tf.errors import UserInputError
 from vma_tf.models import build_model
 
 CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+# Everything a run writes in its logdir besides TensorBoard's event files (and their temporaries):
+# any other entry means the folder is not (only) a run's, and training refuses to touch it.
+RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, files.LOCK_FILE, "checkpoints", "saved_model", "eval")
 DAMAGED_SUFFIX = ".damaged"
 # The model configuration a checkpoint was trained with, stored in it as JSON (since 2026-11-23).
 MODEL_CONFIG_KEY = "model_config/.ATTRIBUTES/VARIABLE_VALUE"
 logger = logging.getLogger(__name__)
+
+
+def foreign_entries(logdir: str) -> list[str]:
+    """The entries of `logdir` that a run does not write (sorted); none for a missing folder."""
+    if not os.path.isdir(logdir):
+        return []
+    return sorted(
+        name for name in os.listdir(logdir)
+        if name not in RUN_ENTRIES and not name.startswith("events.out.tfevents.")
+        and not files.is_temporary_of(name, RUN_ENTRIES)
+    )
 
 
 def checkpoint_dir(logdir: str) -> str:

@@ -13,6 +13,7 @@ import errno
 import fcntl
 import glob
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -54,12 +55,14 @@ def temporary_folder_beside(path: str) -> str:
     return tempfile.mkdtemp(dir=directory, prefix=f"{name}.", suffix=TEMPORARY_SUFFIX)
 
 
-def remove_stale_temporaries(folder: str) -> list[str]:
-    """Removes what killed writers left in `folder`: `*.tmp` files and folders of ours, and
-    TensorFlow's `*_temp` checkpoint folders. Only for a folder no other process writes (the
-    holder of its logdir's lock). Returns the removed paths."""
-    stale = glob.glob(os.path.join(glob.escape(folder), f"*{TEMPORARY_SUFFIX}"))
-    stale += glob.glob(os.path.join(glob.escape(folder), "*_temp"))
+def remove_stale_temporaries(folder: str, owners: tuple[str, ...]) -> list[str]:
+    """Removes what killed writers left in `folder`: the temporaries of the files and folders named
+    in `owners` (`<owner>.<random>.tmp`, as `write_atomically` and `temporary_folder_beside` name
+    them) and TensorFlow's checkpoint staging folders (`ckpt-<step>_temp`); nothing else, whatever
+    its name. Only for a folder no other process writes (the holder of its logdir's lock).
+    Returns the removed paths."""
+    stale = [path for path in glob.glob(os.path.join(glob.escape(folder), "*"))
+             if is_temporary_of(os.path.basename(path), owners)]
     for path in stale:
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
@@ -67,6 +70,15 @@ def remove_stale_temporaries(folder: str) -> list[str]:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
     return stale
+
+
+def is_temporary_of(name: str, owners: tuple[str, ...]) -> bool:
+    """Whether `name` is a temporary that a writer of one of `owners` (or TensorFlow's checkpoint
+    writer) may leave behind."""
+    if re.fullmatch(r"ckpt-\d+_temp", name):
+        return True
+    return any(name.startswith(f"{owner}.") and name.endswith(TEMPORARY_SUFFIX)
+               and len(name) > len(owner) + 1 + len(TEMPORARY_SUFFIX) for owner in owners)
 
 
 @contextlib.contextmanager

@@ -265,7 +265,7 @@ class Trainer:
             self.manager.save(checkpoint_number=step)
         except (OSError, tf.errors.OpError) as e:
             directory = self.manager.directory
-            files.remove_stale_temporaries(directory)
+            files.remove_stale_temporaries(directory, ())
             for path in glob.glob(os.path.join(glob.escape(directory), f"ckpt-{step}.*")):
                 os.remove(path)
             cause = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
@@ -389,6 +389,11 @@ def train(config: RunConfig) -> dict[str, float]:
     """Trains (or resumes) the run `config` describes; returns the last logged metrics."""
     validate(config)
     train_config = config.train
+    foreign = checkpoints.foreign_entries(train_config.logdir)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise UserInputError(f"{train_config.logdir} holds files that are not a vma_tf run: {shown}; "
+                             "use an empty or new folder")
     files.require_writable(train_config.logdir)
     task = tasks.build_task(config)
     image_size, dataset_from = task.training_data()
@@ -399,7 +404,7 @@ def train(config: RunConfig) -> dict[str, float]:
         if trainer.is_chief:  # one writer per logdir
             held.enter_context(files.exclusive_logdir(train_config.logdir))
             for folder in (train_config.logdir, checkpoints.checkpoint_dir(train_config.logdir)):
-                for path in files.remove_stale_temporaries(folder):
+                for path in files.remove_stale_temporaries(folder, checkpoints.RUN_ENTRIES):
                     logger.info("removed %s, left by a killed run", path)
         return _train(config, trainer, dataset_from)
 
@@ -408,7 +413,7 @@ def _train(config: RunConfig, trainer: Trainer, dataset_from) -> dict[str, float
     train_config = config.train
     start = trainer.restore()
     chief = trainer.is_chief
-    metrics_path = os.path.join(train_config.logdir, "metrics.jsonl")
+    metrics_path = os.path.join(train_config.logdir, checkpoints.METRICS_FILE)
     if chief:
         checkpoints.write_run_config(config)
         _drop_metrics_after(metrics_path, start)

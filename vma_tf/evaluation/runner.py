@@ -119,7 +119,7 @@ def training_curves(logdir: str, output_json: str | None = None) -> str:
     """Draws LOGDIR/metrics.jsonl (the loss, reconstruction and diagnostics against the step) to
     `<stem of output_json>.png`, default LOGDIR/eval/curves.png; returns its path. Needs no
     checkpoint and no data: it works while the run trains."""
-    path = os.path.join(logdir, "metrics.jsonl")
+    path = os.path.join(logdir, checkpoints.METRICS_FILE)
     if not os.path.isfile(path):
         raise UserInputError(f"no training metrics in {logdir}: {path} is missing")
     with open(path) as f:
