@@ -2,6 +2,7 @@
 checkpoints, bad input; and the test split's classes are unseen in training."""
 
 import dataclasses
+import glob
 import json
 import os
 import re
@@ -209,6 +210,22 @@ def test_bad_input_ends_with_one_line_error(flags, message, smoke_run, data_dir,
                       check=False)
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode != 0 and last.startswith("eval.py: error: ") and re.search(message, last), last
+
+
+@pytest.mark.parametrize("name", ["config.json", "metrics.jsonl", "checkpoints/checkpoint.json"])
+def test_an_output_that_would_replace_the_runs_own_files_is_refused(name, smoke_run, data_dir, cache_dir):
+    """--output_json naming one of the run's files (or a file among its checkpoints) is refused in one
+    line before any work, and nothing of the run changes."""
+    def state():
+        return {path: os.path.getmtime(path) for path in glob.glob(os.path.join(smoke_run, "**"), recursive=True)}
+
+    before = state()
+    result = run_eval(f"--logdir={smoke_run}", f"--data_dir={data_dir}", f"--cache_dir={cache_dir}",
+                      f"--output_json={os.path.join(smoke_run, name)}", check=False)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode != 0 and last.startswith("eval.py: error: --output_json=") and \
+        "one of the run's own files" in last, last
+    assert state() == before
 
 
 def test_an_unwritable_output_is_named_before_any_work(smoke_run, data_dir, cache_dir):

@@ -45,6 +45,16 @@ def foreign_entries(logdir: str) -> list[str]:
     )
 
 
+def holds_run_state(logdir: str, path: str) -> bool:
+    """Whether `path` is, or lies inside, one of the entries a run keeps its state in (everything
+    of RUN_ENTRIES but `eval/`, and TensorBoard's event files): writing there would damage the run."""
+    relative = os.path.relpath(os.path.realpath(path), os.path.realpath(logdir))
+    top = relative.split(os.sep)[0]
+    if top in (os.curdir, os.pardir, "eval"):
+        return False
+    return top in RUN_ENTRIES or top.startswith("events.out.tfevents.")
+
+
 def checkpoint_dir(logdir: str) -> str:
     return os.path.join(logdir, "checkpoints")
 

@@ -72,6 +72,7 @@ def run_evaluation(
     validate(config)
     checkpoints.read_run_config(logdir)  # a missing run is named before any folder is made
     output_json = output_json or default_output(logdir, mode)
+    _refuse_run_state(logdir, output_json)
     files.require_writable(os.path.dirname(os.path.abspath(output_json)))
     run, model, step = checkpoints.restore_model(logdir)
     reason = modes.unserved_reason(mode, model, run)
@@ -115,6 +116,16 @@ def run_evaluation(
     return result
 
 
+def _refuse_run_state(logdir: str, output_json: str) -> None:
+    """UserInputError when an output (the JSON, or the .md and .png beside it) would replace one of
+    the run's own files."""
+    stem = os.path.splitext(output_json)[0]
+    for path in (output_json, f"{stem}.md", f"{stem}.png"):
+        if checkpoints.holds_run_state(logdir, path):
+            raise UserInputError(f"--output_json={output_json} would write {path}, one of the run's own files; "
+                                 f"write elsewhere (default: {default_output(logdir, '<mode>')})")
+
+
 def training_curves(logdir: str, output_json: str | None = None) -> str:
     """Draws LOGDIR/metrics.jsonl (the loss, reconstruction and diagnostics against the step) to
     `<stem of output_json>.png`, default LOGDIR/eval/curves.png; returns its path. Needs no
@@ -135,7 +146,9 @@ def training_curves(logdir: str, output_json: str | None = None) -> str:
         raise UserInputError(f"{path} holds no rows yet")
     has_config = os.path.isfile(os.path.join(logdir, checkpoints.CONFIG_FILE))
     model = checkpoints.read_run_config(logdir).model.name if has_config else "unknown model"
-    figure = os.path.splitext(output_json or default_output(logdir, "curves"))[0] + ".png"
+    output_json = output_json or default_output(logdir, "curves")
+    _refuse_run_state(logdir, output_json)
+    figure = os.path.splitext(output_json)[0] + ".png"
     os.makedirs(os.path.dirname(os.path.abspath(figure)), exist_ok=True)
     reports.curves_figure(rows, figure, f"{logdir} ({model}), steps {rows[0]['step']}..{rows[-1]['step']}")
     logger.info("wrote %s", figure)
