@@ -11,7 +11,7 @@ from vma_tf.data import episodes
 from vma_tf.data.episodes import Episode, causal_visibility, sample_sequence_episode
 from vma_tf.models import REGISTRY, build_model
 from vma_tf.models.base import grouped_matmul, visibility_groups
-from vma_tf.models.gmn import PROTOTYPE_DIM
+from vma_tf.models.gmn import GMN_MATCHINGS, PROTOTYPE_DIM, STRENGTH_RANGE
 
 SEQUENCES, LENGTH, K = 2, 6, 3
 SMALL = dict(latent_dim=8, embed_dim=16, conv_channels=8, hidden_units=32)
@@ -21,9 +21,10 @@ def _sequences(size, seed=0):
     return tf.cast(tf.random.stateless_uniform([SEQUENCES * LENGTH, size, size, 1], [seed, 1]) < 0.2, tf.float32)
 
 
-def _gmn(pseudo_input=True, arch="conv", size=26, attention="full"):
+def _gmn(pseudo_input=True, arch="conv", size=26, attention="full", matching="paper"):
     return build_model(ModelConfig(
-        name="gmn", model_arch=arch, image_size=size, gmn_pseudo_input=pseudo_input, gmn_attention=attention, **SMALL
+        name="gmn", model_arch=arch, image_size=size, gmn_pseudo_input=pseudo_input, gmn_attention=attention,
+        gmn_matching=matching, **SMALL
     ))
 
 
@@ -61,17 +62,16 @@ def test_sequence_episodes_hold_their_sequences_as_memory_and_targets():
     assert all(len(set(row)) <= 2 for row in labels)
 
 
+@pytest.mark.parametrize("matching", GMN_MATCHINGS)
 @pytest.mark.parametrize("pseudo_input", [True, False], ids=["pseudo_input", "conditional"])
-def test_gmn_attention_sums_to_one_over_the_visible_entries_and_the_pseudo_input(pseudo_input):
-    model = _gmn(pseudo_input)
+def test_gmn_attention_sums_to_one_over_the_visible_entries_and_the_pseudo_input(pseudo_input, matching):
+    model = _gmn(pseudo_input, matching=matching)
     sequences = _sequences(26)
     first = model.min_context_size
     grouped = causal_visibility(SEQUENCES, LENGTH, first)
     encoded, visible = model._in_groups(model.encode_context(sequences), grouped), model._visible(grouped)
     queries = tf.random.stateless_normal([4, visible.shape[0], SMALL["latent_dim"]], [3, 3])
-    _, _, weights = model.controller.read(
-        model.generator_query, queries, encoded.keys, encoded.gate_inputs, encoded.prototypes, visible
-    )
+    _, _, weights = model.controller.read(model.generator_query, queries, encoded.shared, visible)
     weights = weights.numpy()
     assert weights.shape == (4, *visible.shape)
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
@@ -85,21 +85,21 @@ def test_gmn_avg_reads_the_unweighted_mean_of_the_visible_prototypes():
     encoded = model.encode_context(_sequences(26))  # one group
     visible = model._visible(tf.constant(batch_wide(causal_visibility(SEQUENCES, LENGTH), SEQUENCES * LENGTH)))
     inputs = tf.zeros([visible.shape[0], 0])
-    read, _, _ = model.controller.read(
-        model.generator_query, inputs, encoded.keys, encoded.gate_inputs, encoded.prototypes, visible
-    )
+    read, _, _ = model.controller.read(model.generator_query, inputs, encoded.shared, visible)
     mask = visible.numpy().astype(np.float64)
-    expected = (mask @ encoded.prototypes.numpy()[0].astype(np.float64)) / mask.sum(-1, keepdims=True)
+    expected = (mask @ encoded.shared.prototypes.numpy()[0].astype(np.float64)) / mask.sum(-1, keepdims=True)
     np.testing.assert_allclose(read.numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(
-    "arch, size, pseudo_input", [("resnet", 28, True), ("conv", 26, False)], ids=["resnet", "conv_conditional"]
+    "arch, size, pseudo_input, matching",
+    [("resnet", 28, True, "paper"), ("conv", 26, False, "paper"), ("resnet", 28, True, "authors_code")],
+    ids=["resnet", "conv_conditional", "resnet_authors_code"],
 )
-def test_gmn_batched_causal_pass_equals_the_loop_over_t(arch, size, pseudo_input):
+def test_gmn_batched_causal_pass_equals_the_loop_over_t(arch, size, pseudo_input, matching):
     """q(z | x_t, X_<t), p(z | X_<t) and p(x_t | z, X_<t) at a fixed z, from one masked call over
     the whole batch and from one call per target with X_<t as its context."""
-    model = _gmn(pseudo_input, arch, size)
+    model = _gmn(pseudo_input, arch, size, matching=matching)
     sequences = _sequences(size, seed=4)
     first = model.min_context_size
     visible = causal_visibility(SEQUENCES, LENGTH, first)
@@ -120,6 +120,38 @@ def test_gmn_batched_causal_pass_equals_the_loop_over_t(arch, size, pseudo_input
         for i, (s, t) in enumerate(positions)
     ])
     np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-5)
+
+
+def test_the_authors_matching_is_a_clipped_strength_times_the_cosine_of_query_and_prototype():
+    """With matching="authors_code" the first hop's logits, recomputed in NumPy from the query layer's
+    PReLU-affine map, the strength's affine map and the raw prototypes, are beta(h) cos(f, psi) with
+    beta(h) in [1e-10, 10]; each controller reads its own pseudo-input as its own key."""
+    model = _gmn(matching="authors_code")
+    context = model.encode_context(_sequences(26)[:5])
+    shared, prior = context.shared, context.prior
+    assert shared.prototypes.shape == (1, 6, PROTOTYPE_DIM) and shared.keys.shape == (1, 6, PROTOTYPE_DIM)
+    np.testing.assert_allclose(shared.prototypes[0, 1:], prior.prototypes[0, 1:])  # the same entries ...
+    assert not np.allclose(shared.prototypes[0, 0], prior.prototypes[0, 0])  # ... after their own x*
+
+    query = model.generator_query
+    # A strength pushed far out of range on both sides: the clip has to hold it.
+    query.strength.bias.assign([0.0])
+    query.strength.kernel.assign(tf.random.stateless_normal(query.strength.kernel.shape, [4, 4]) * 50.0)
+    z = tf.random.stateless_normal([7, SMALL["latent_dim"]], [2, 3])
+    state = tf.random.stateless_normal([7, SMALL["hidden_units"]], [3, 4])
+    unit_query, strength = query(z, state)
+    strength = strength.numpy()[:, 0]
+    assert np.all(strength >= STRENGTH_RANGE[0]) and np.all(strength <= STRENGTH_RANGE[1])
+    assert np.any(strength == STRENGTH_RANGE[0]) and np.any(strength == STRENGTH_RANGE[1])
+
+    h = np.concatenate([z, state], -1).astype(np.float64) @ query.dense.kernel.numpy() + query.dense.bias.numpy()
+    f = np.maximum(h, 0) - query.slope.numpy() * np.maximum(-h, 0)
+    raw_strength = state.numpy() @ query.strength.kernel.numpy() + query.strength.bias.numpy()
+    psi = shared.prototypes.numpy()[0].astype(np.float64)
+    cosine = (f @ psi.T) / np.linalg.norm(f, axis=-1, keepdims=True) / np.linalg.norm(psi, axis=-1)
+    expected = np.clip(raw_strength, *STRENGTH_RANGE) * cosine
+    logits = grouped_matmul(unit_query, shared.keys, transpose_matrices=True) * strength[:, None]
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_gmn_residual_nets_have_the_shapes_of_appendix_c():

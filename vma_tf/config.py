@@ -92,6 +92,9 @@ class ModelConfig:
       "conditional" GMN, which needs at least one context image).
     gmn_attention: "full" (attention) or "avg" (the unweighted mean of the prototypes).
     gmn_hops, gmn_prior_hops: attention passes of the shared controller and of the prior's.
+    gmn_matching: "paper" (appendix C: dot products of PReLU-affine f and g in embed_dim) or
+      "authors_code" (sbos/gmn: a strength beta(h) times the cosine of f and psi, one pseudo-input
+      per controller); see `vma_tf.models.gmn`.
     """
 
     name: str = "vma"
@@ -111,6 +114,7 @@ class ModelConfig:
     gmn_attention: str = "full"
     gmn_hops: int = 4
     gmn_prior_hops: int = 1
+    gmn_matching: str = "paper"
 
 
 STRATEGIES = ("default", "mirrored", "multi_worker")

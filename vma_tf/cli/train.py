@@ -126,6 +126,10 @@ flags.DEFINE_bool(
 flags.DEFINE_enum("gmn_attention", ModelConfig.gmn_attention, ["full", "avg"], "GMN: attention, or the mean (avg).")
 flags.DEFINE_integer("gmn_hops", ModelConfig.gmn_hops, "GMN: attention passes of the shared controller.")
 flags.DEFINE_integer("gmn_prior_hops", ModelConfig.gmn_prior_hops, "GMN: attention passes of the prior's controller.")
+flags.DEFINE_enum(
+    "gmn_matching", ModelConfig.gmn_matching, ["paper", "authors_code"],
+    "GMN: the paper's dot product of f and g, or the authors' code: strength beta(h) x cosine of f and psi.",
+)
 # Optimisation
 flags.DEFINE_string("logdir", "runs/vma", "Checkpoints, TensorBoard events, metrics.jsonl, config.json.")
 flags.DEFINE_integer("steps", TrainConfig.steps, "Total number of training steps.")

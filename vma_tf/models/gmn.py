@@ -15,8 +15,16 @@ paper's "conditional" variant. With attention="avg" every read is the unweighted
 prototypes (the paper's `avg` rows).
 
 Choices the paper leaves open, taken from the authors' code: one feature encoder psi serves the
-prototypes, the keys (g = an affine map of psi and a PReLU) and the recognition query; the
-controller's initial state and the pseudo-input are learned vectors.
+prototypes, the keys and the recognition query; the controllers' initial states and the
+pseudo-input are learned vectors. `matching` chooses the similarity:
+
+- "paper" (appendix C): f and g are affine maps of their inputs to the matching space, each
+  followed by a PReLU, and sim is their dot product. Both controllers read one pseudo-input.
+- "authors_code" (sbos/gmn, `scg/recurrent.py` Attention and `utils.py` SetRepresentation): g is
+  psi itself, f an affine map to psi's 288 dimensions and a PReLU, and sim = beta(h) cos(f, g)
+  with a learned strength beta(h) = clip(affine(h), 1e-10, 10) per query. Each controller reads
+  its own pseudo-input, which is its own key. The controllers stay Keras GRUs (the authors' cell
+  has a PReLU candidate and no reset-after).
 
 A context is encoded once per entry (psi and both controllers' keys); `visible` [B, M] masks it
 per target, which is how all T conditionals of a sequence are computed in one pass.
@@ -48,46 +56,80 @@ from vma_tf.models.base import (
 tfd = tfp.distributions
 
 GMN_ATTENTIONS = ("full", "avg")
+GMN_MATCHINGS = ("paper", "authors_code")
+# The authors' clip of the attention strength beta(h).
+STRENGTH_RANGE = (1e-10, 10.0)
 # The size of a prototype psi(x): the residual encoder's 3 x 3 x 32; the conv variant projects to it.
 PROTOTYPE_DIM = 288
 
 
-class MatchingContext(NamedTuple):
-    """A context encoded for G independent groups of entries (G = 1: one shared context), each group
-    holding its M entries, after the pseudo-input when the model has one (M' = M + 1):
+class ControllerContext(NamedTuple):
+    """A context as one controller reads it, for G independent groups of entries (G = 1: one shared
+    context), each group holding its M entries after the controller's pseudo-input when the model
+    has one (M' = M + 1):
 
     prototypes [G, M', F]: psi of each entry.
-    keys, prior_keys [G, M', D]: g of each entry for the shared controller and for the prior's.
-    gate_inputs, prior_gate_inputs [G, M', 3H]: psi of each entry through each controller's GRU
-      input kernel. A read is a convex combination of prototypes, so its GRU input is the same
-      combination of these: projected once per entry rather than once per (hop, target).
+    keys [G, M', D]: g of each entry.
+    gate_inputs [G, M', 3H]: psi of each entry through the controller's GRU input kernel. A read is
+      a convex combination of prototypes, so its GRU input is the same combination of these:
+      projected once per entry rather than once per (hop, target).
     """
 
     prototypes: tf.Tensor
     keys: tf.Tensor
-    prior_keys: tf.Tensor
     gate_inputs: tf.Tensor
-    prior_gate_inputs: tf.Tensor
+
+
+class MatchingContext(NamedTuple):
+    """A context encoded for the shared controller (recognition and generator) and the prior's."""
+
+    shared: ControllerContext
+    prior: ControllerContext
+
+
+class MatchingQuery(nets.DensePReLU):
+    """f: a query [..., D] from inputs and the controller's state (an affine map and a PReLU), and
+    with the authors' matching its strength beta(h) [..., 1] (None under the paper's)."""
+
+    def __init__(self, dim: int, learned_strength: bool, **kwargs):
+        super().__init__(dim, **kwargs)
+        self.strength = keras.layers.Dense(1) if learned_strength else None
+
+    def call(self, inputs: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None]:
+        query = tf.cast(super().call(tf.concat([inputs, state], axis=-1)), tf.float32)
+        if self.strength is None:
+            return query, None
+        strength = tf.clip_by_value(tf.cast(self.strength(state), tf.float32), *STRENGTH_RANGE)
+        return tf.math.l2_normalize(query, axis=-1), strength
 
 
 class MatchingController(keras.layers.Layer):
     """A recurrent controller taking `hops` attention passes over a context (appendix B, eq. 3-4)."""
 
-    def __init__(self, state_units: int, match_dim: int, hops: int, attention: str, prototype_dim: int, **kwargs):
+    def __init__(
+        self, state_units: int, match_dim: int, hops: int, attention: str, matching: str, prototype_dim: int, **kwargs
+    ):
         super().__init__(**kwargs)
         self.hops = hops
         self.attention = attention
         # Its weights only: `read` runs the GRU step itself, from the reads' projected inputs.
         self.cell = keras.layers.GRUCell(state_units)
         self.cell.build((None, prototype_dim))
-        self.key = nets.DensePReLU(match_dim)
+        self.key = nets.DensePReLU(match_dim) if matching == "paper" else None
         self.initial_state = self.add_weight(
             shape=(state_units,), initializer=keras.initializers.RandomUniform(-0.01, 0.01), name="initial_state"
         )
 
     def keys(self, prototypes: tf.Tensor) -> tf.Tensor:
-        """g of each entry: prototypes [..., F] -> keys float32 [..., D]."""
+        """g of each entry: prototypes [..., F] -> keys float32 [..., D] (the authors' matching: the
+        unit prototypes, so a dot product with a unit query is their cosine)."""
+        if self.key is None:
+            return tf.math.l2_normalize(prototypes, axis=-1)
         return tf.cast(self.key(prototypes), tf.float32)
+
+    def context(self, prototypes: tf.Tensor) -> ControllerContext:
+        """The controller's view of entries with prototypes [G, M', F]."""
+        return ControllerContext(prototypes, self.keys(prototypes), self.gate_inputs(prototypes))
 
     def gate_inputs(self, prototypes: tf.Tensor) -> tf.Tensor:
         """The GRU input projection (bias excluded) of each entry: prototypes [..., F] -> [..., 3H]."""
@@ -108,18 +150,11 @@ class MatchingController(keras.layers.Layer):
         return update * state + (1 - update) * candidate
 
     def read(
-        self,
-        query: keras.layers.Layer,
-        inputs: tf.Tensor,
-        keys: tf.Tensor,
-        gate_inputs: tf.Tensor,
-        prototypes: tf.Tensor,
-        visible: tf.Tensor | None,
+        self, query: MatchingQuery, inputs: tf.Tensor, context: ControllerContext, visible: tf.Tensor | None
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """The full matching procedure for queries built from inputs [..., B, Q] (Q may be 0) and
-        the state, over G groups of entries: keys [G, M', D], gate_inputs [G, M', 3H], prototypes
-        [G, M', F]; target b reads group b // (B / G), the entries visible bool [B, M'] shows (None:
-        all).
+        the state, over a context of G groups; target b reads group b // (B / G), the entries
+        visible bool [B, M'] shows (None: all).
 
         Returns (the last read r_K [..., B, F], the state h_K+1 [..., B, H], the last attention
         weights [..., B, M'])."""
@@ -130,14 +165,15 @@ class MatchingController(keras.layers.Layer):
 
         for _ in range(self.hops):
             if self.attention == "avg":
-                logits = tf.zeros(tf.concat([leading, tf.shape(keys)[1:2]], 0))
+                logits = tf.zeros(tf.concat([leading, tf.shape(context.keys)[1:2]], 0))
             else:
-                query_inputs = tf.concat([inputs, nets.unflatten_samples(state, leading)], axis=-1)
-                queries = tf.cast(query(query_inputs), tf.float32)
-                logits = grouped_matmul(queries, keys, transpose_matrices=True)
+                queries, strength = query(inputs, nets.unflatten_samples(state, leading))
+                logits = grouped_matmul(queries, context.keys, transpose_matrices=True)
+                if strength is not None:
+                    logits *= strength
             weights = tf.nn.softmax(masked_logits(logits, visible), axis=-1)
-            state = self._update(nets.flatten_leading(grouped_matmul(weights, gate_inputs), 1), state)
-        return grouped_matmul(weights, prototypes), nets.unflatten_samples(state, leading), weights
+            state = self._update(nets.flatten_leading(grouped_matmul(weights, context.gate_inputs), 1), state)
+        return grouped_matmul(weights, context.prototypes), nets.unflatten_samples(state, leading), weights
 
 
 class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
@@ -150,26 +186,40 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
         super().__init__(name="gmn", **kwargs)
         if config.gmn_attention not in GMN_ATTENTIONS:
             raise ValueError(f"gmn_attention must be one of {GMN_ATTENTIONS}, got {config.gmn_attention!r}")
+        if config.gmn_matching not in GMN_MATCHINGS:
+            raise ValueError(f"gmn_matching must be one of {GMN_MATCHINGS}, got {config.gmn_matching!r}")
         self.model_config = config
         self.encoder = encoder
         self.decoder = decoder
-        units, match_dim = config.hidden_units, config.embed_dim
+        units, matching = config.hidden_units, config.gmn_matching
+        authors_code = matching == "authors_code"
+        # The authors' queries live in psi's space, where their keys are.
+        match_dim = PROTOTYPE_DIM if authors_code else config.embed_dim
         self.controller = MatchingController(
-            units, match_dim, config.gmn_hops, config.gmn_attention, PROTOTYPE_DIM, name="controller"
+            units, match_dim, config.gmn_hops, config.gmn_attention, matching, PROTOTYPE_DIM, name="controller"
         )
         self.prior_controller = MatchingController(
-            units, match_dim, config.gmn_prior_hops, config.gmn_attention, PROTOTYPE_DIM, name="prior_controller"
+            units, match_dim, config.gmn_prior_hops, config.gmn_attention, matching, PROTOTYPE_DIM,
+            name="prior_controller",
         )
-        self.recognition_query = nets.DensePReLU(match_dim)
-        self.generator_query = nets.DensePReLU(match_dim)
-        self.prior_query = nets.DensePReLU(match_dim)
+        self.recognition_query = MatchingQuery(match_dim, authors_code, name="recognition_query")
+        self.generator_query = MatchingQuery(match_dim, authors_code, name="generator_query")
+        self.prior_query = MatchingQuery(match_dim, authors_code, name="prior_query")
         self.posterior_z = nets.GaussianHead(units, config.latent_dim, name="posterior_z")
         self.prior_z = nets.GaussianHead(units, config.latent_dim, name="prior_z")
-        self.pseudo_input = None
+        # The shared controller's pseudo-input; the prior's is its own only in the authors' matching.
+        self.pseudo_input = self.prior_pseudo_input = None
         if config.gmn_pseudo_input:
-            self.pseudo_input = self.add_weight(
-                shape=(1, PROTOTYPE_DIM), initializer=keras.initializers.RandomUniform(-0.01, 0.01), name="pseudo_input"
-            )
+            self.pseudo_input = self._pseudo_input("pseudo_input", authors_code)
+            if authors_code:
+                self.prior_pseudo_input = self._pseudo_input("prior_pseudo_input", authors_code)
+
+    def _pseudo_input(self, name: str, authors_code: bool) -> tf.Variable:
+        """A learned prototype psi(x*) [1, F]; the authors draw it from U(+-1/F)."""
+        bound = 1 / PROTOTYPE_DIM if authors_code else 0.01
+        return self.add_weight(
+            shape=(1, PROTOTYPE_DIM), initializer=keras.initializers.RandomUniform(-bound, bound), name=name
+        )
 
     @property
     def reads_context(self) -> bool:
@@ -200,23 +250,23 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
     def _encode(self, prototypes: tf.Tensor, groups: int | tf.Tensor) -> MatchingContext:
         """The MatchingContext of entries with prototypes [M, F], as `groups` groups of M / G."""
         prototypes = split_groups(prototypes, groups, 1)  # [G, M / G, F]
-        if self.pseudo_input is not None:
-            pseudo = tf.cast(self.pseudo_input, tf.float32)[tf.newaxis]  # [1, 1, F]
+
+        def with_pseudo_input(pseudo_input: tf.Variable | None) -> tf.Tensor:
+            if pseudo_input is None:
+                return prototypes
+            pseudo = tf.cast(pseudo_input, tf.float32)[tf.newaxis]  # [1, 1, F]
             pseudo = tf.broadcast_to(pseudo, [tf.shape(prototypes)[0], 1, PROTOTYPE_DIM])
-            prototypes = tf.concat([pseudo, prototypes], axis=1)
-        return MatchingContext(
-            prototypes=prototypes,
-            keys=self.controller.keys(prototypes),
-            prior_keys=self.prior_controller.keys(prototypes),
-            gate_inputs=self.controller.gate_inputs(prototypes),
-            prior_gate_inputs=self.prior_controller.gate_inputs(prototypes),
-        )
+            return tf.concat([pseudo, prototypes], axis=1)
+
+        shared = with_pseudo_input(self.pseudo_input)
+        prior = shared if self.prior_pseudo_input is None else with_pseudo_input(self.prior_pseudo_input)
+        return MatchingContext(shared=self.controller.context(shared), prior=self.prior_controller.context(prior))
 
     def _in_groups(self, encoded: MatchingContext, visible: tf.Tensor | None) -> MatchingContext:
         """An encoding regrouped for the groups of visible bool [B, M / G] (a batch-wide or absent mask:
         one group)."""
         groups = 1 if visible is None else visibility_groups(visible, self._entries(encoded))
-        if isinstance(groups, int) and encoded.prototypes.shape[0] == groups:
+        if isinstance(groups, int) and encoded.shared.prototypes.shape[0] == groups:
             return encoded
 
         def regroup(values: tf.Tensor) -> tf.Tensor:
@@ -228,13 +278,13 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
             return tf.concat([tf.broadcast_to(pseudo[:1], tf.concat([tf.shape(values)[:1], tf.shape(pseudo)[1:]], 0)),
                               values], axis=1)
 
-        return MatchingContext(*(regroup(values) for values in encoded))
+        return tf.nest.map_structure(regroup, encoded)
 
     def _entries(self, encoded: MatchingContext) -> int | tf.Tensor:
         """How many of the caller's entries an encoding holds, over all its groups."""
-        groups, size = encoded.prototypes.shape[:2]
+        groups, size = encoded.shared.prototypes.shape[:2]
         if groups is None or size is None:
-            shape = tf.shape(encoded.prototypes)
+            shape = tf.shape(encoded.shared.prototypes)
             groups, size = shape[0], shape[1]
         return groups * (size - (self.pseudo_input is not None))
 
@@ -254,18 +304,14 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
     ) -> tfd.MultivariateNormalDiag:
         """p(z | X): batch [B], event [Z], for `batch` = B targets (visible [B, M'] or None)."""
         no_inputs = tf.zeros([batch, 0])
-        read, state, _ = self.prior_controller.read(
-            self.prior_query, no_inputs, encoded.prior_keys, encoded.prior_gate_inputs, encoded.prototypes, visible
-        )
+        read, state, _ = self.prior_controller.read(self.prior_query, no_inputs, encoded.prior, visible)
         return nets.diag_gaussian(self.prior_z(tf.concat([read, state], axis=-1)))
 
     def z_posterior(
         self, x_features: tf.Tensor, encoded: MatchingContext, visible: tf.Tensor | None
     ) -> tfd.MultivariateNormalDiag:
         """q(z | x, X) for target features [B, F]: batch [B], event [Z]."""
-        read, state, _ = self.controller.read(
-            self.recognition_query, x_features, encoded.keys, encoded.gate_inputs, encoded.prototypes, visible
-        )
+        read, state, _ = self.controller.read(self.recognition_query, x_features, encoded.shared, visible)
         return nets.diag_gaussian(self.posterior_z(tf.concat([x_features, read, state], axis=-1)))
 
     def likelihood(
@@ -273,9 +319,7 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
     ) -> tuple[tfd.Independent, tf.Tensor]:
         """(p(x | z, X) for z [..., B, Z]: batch [..., B], event [S, S, 1]; the generator's last
         attention weights [..., B, M'])."""
-        read, state, weights = self.controller.read(
-            self.generator_query, z, encoded.keys, encoded.gate_inputs, encoded.prototypes, visible
-        )
+        read, state, weights = self.controller.read(self.generator_query, z, encoded.shared, visible)
         code = nets.flatten_leading(tf.concat([z, read, state], axis=-1), 1)
         logits = self.decoder(code)
         return nets.bernoulli_image(nets.unflatten_samples(logits, tf.shape(z)[:-1])), weights
