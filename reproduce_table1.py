@@ -1,14 +1,18 @@
-"""Reproduces Table 1 of both papers (conditional NLL on Omniglot sequences) in one command:
+"""Reproduces Table 1 of both papers (conditional NLL on the GMN authors' Omniglot) in one command:
 
     python reproduce_table1.py --data_dir=../shared/data [--runs_dir=runs] [--steps=N]
 
-Trains every flagfile of the table (a finished logdir is reused, an unfinished one resumed), runs
-`eval.py --mode=conditional` on each and writes RUNS_DIR/table1.md (and .json): every run's rows
-with the published rows under them. --steps caps each run's training (default: its flagfile's).
+Trains every row's flagfile (a finished logdir is reused, an unfinished one resumed), then runs
+`eval.py --mode=conditional` on each under both sequence samplers: the GMN authors' (with
+replacement) and distinct drawings. An evaluation already written for a run's latest checkpoint is
+reused, so a command interrupted in one session picks up in the next where it stopped. Writes
+RUNS_DIR/table1.md (every row beside the published ones, with each row's budget), table1.json and
+table1.png (NLL against n, one panel per C and sampler; ours solid, the papers' dashed).
 """
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -16,21 +20,23 @@ from absl import app, flags
 
 # (row name, flagfile); each flagfile names its own logdir under runs/.
 TABLE1_RUNS = (
-    ("GMN (this package)", "omniglot_gmn.flags"),
-    ("GMN, conditional (this package)", "omniglot_gmn_conditional.flags"),
-    ("GMN, C_train = 1, avg (this package)", "omniglot_gmn_avg1.flags"),
-    ("GMN, C_train = 2, avg (this package)", "omniglot_gmn_avg2.flags"),
-    ("VMA (this package)", "omniglot_table1_vma.flags"),
-    ("VAE (this package)", "omniglot_table1_vae.flags"),
+    ("GMN", "omniglot_gmn.flags"),
+    ("GMN, conditional", "omniglot_gmn_conditional.flags"),
+    ("GMN, C_train = 1, avg", "omniglot_gmn_avg1.flags"),
+    ("GMN, C_train = 2, avg", "omniglot_gmn_avg2.flags"),
+    ("VMA, trained on sequences", "omniglot_table1_vma.flags"),
+    ("VMA, trained on few-shot episodes", "omniglot_table1_vma_fewshot.flags"),
+    ("VAE", "omniglot_table1_vae.flags"),
 )
+SAMPLINGS = ("with_replacement", "distinct")
 
 flags.DEFINE_string("data_dir", None, "Dataset root laid out like shared/data; None: TFDS.")
 flags.DEFINE_string("runs_dir", "runs", "Where each flagfile's logdir goes (runs/<name> by default).")
 flags.DEFINE_integer("steps", None, "Cap on every run's training steps (default: each flagfile's).")
 flags.DEFINE_list("only", [], "Flagfiles to include (default: all of the table).")
-flags.DEFINE_integer("num_sequences", 100, "conditional: sequences of 20 images per C.")
+flags.DEFINE_integer("num_sequences", 500, "conditional: draws per C (the same draws for every model).")
 flags.DEFINE_integer("num_importance_samples", 1000, "K of every bound.")
-flags.DEFINE_list("classes", ["1", "2", "4"], "conditional: C.")
+flags.DEFINE_list("classes", ["1", "2", "4", "16"], "conditional: C.")
 FLAGS = flags.FLAGS
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -48,35 +54,79 @@ def _run(arguments: list[str]) -> None:
         sys.exit(f"reproduce_table1.py: error: {' '.join(arguments[:2])} exited with {completed.returncode}")
 
 
+def _budget(logdir: str, step: int) -> str:
+    """'<step> steps, <hours> h' of a run, its training time summed from metrics.jsonl's rates."""
+    from vma_tf import checkpoints
+
+    seconds, last = 0.0, 0
+    with open(os.path.join(logdir, checkpoints.METRICS_FILE)) as f:
+        for line in f:
+            row = json.loads(line)
+            if row["step"] <= step and row.get("steps_per_sec"):
+                seconds += (row["step"] - last) / row["steps_per_sec"]
+                last = row["step"]
+    return f"{step:,} steps, {seconds / 3600:.1f} h"
+
+
+def _evaluate(logdir: str, sampling: str, data: list[str]) -> dict:
+    """The run's conditional result under `sampling`, computed unless already there for its latest
+    checkpoint."""
+    from vma_tf import checkpoints
+
+    output = os.path.join(logdir, "eval", f"table1_{sampling}.json")
+    newest = checkpoints.newest_whole_checkpoint(checkpoints.checkpoint_dir(logdir), set_aside=False)
+    step = int(newest.rsplit("-", 1)[1])  # a checkpoint is numbered by its step
+    if os.path.isfile(output):
+        with open(output) as f:
+            result = json.load(f)
+        if result["meta"]["checkpoint_step"] == step and result["num_sequences"] == FLAGS.num_sequences:
+            return result
+    _run([
+        "eval.py", f"--logdir={logdir}", "--mode=conditional", f"--output_json={output}", *data,
+        f"--sequence_sampling={sampling}", f"--num_sequences={FLAGS.num_sequences}",
+        f"--num_importance_samples={FLAGS.num_importance_samples}", f"--classes={','.join(FLAGS.classes)}",
+    ])
+    with open(output) as f:
+        return json.load(f)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from vma_tf.evaluation import reports
 
+    unknown = set(FLAGS.only) - {flagfile for _, flagfile in TABLE1_RUNS}
+    if unknown:
+        sys.exit(f"reproduce_table1.py: error: --only names no row of the table: {sorted(unknown)}")
     data = [f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else []
-    results = {}
-    for name, flagfile in TABLE1_RUNS:
-        if FLAGS.only and flagfile not in FLAGS.only:
-            continue
+    rows = [(name, flagfile) for name, flagfile in TABLE1_RUNS if not FLAGS.only or flagfile in FLAGS.only]
+    results: dict[str, dict[str, dict]] = {sampling: {} for sampling in SAMPLINGS}
+    for name, flagfile in rows:
         logdir = os.path.abspath(_logdir(flagfile))
         steps = [f"--steps={FLAGS.steps}"] if FLAGS.steps else []
         _run(["train.py", f"--flagfile={flagfile}", f"--logdir={logdir}", *data, *steps])
-        output = os.path.join(logdir, "eval", "table1_conditional.json")
-        _run([
-            "eval.py", f"--logdir={logdir}", "--mode=conditional", f"--output_json={output}", *data,
-            f"--num_sequences={FLAGS.num_sequences}", f"--num_importance_samples={FLAGS.num_importance_samples}",
-            f"--classes={','.join(FLAGS.classes)}",
-        ])
-        with open(output) as f:
-            result = json.load(f)
-        results[f"{name}, {result['meta']['checkpoint_step']} steps"] = result
+        for sampling in SAMPLINGS:
+            result = _evaluate(logdir, sampling, data)
+            results[sampling][f"{name} ({_budget(logdir, result['meta']['checkpoint_step'])})"] = result
     os.makedirs(FLAGS.runs_dir, exist_ok=True)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {_cpu_name()}"
     table = os.path.join(FLAGS.runs_dir, "table1.md")
     with open(table, "w") as f:
-        f.write(reports.table1_markdown(results))
+        f.write(f"Trained and evaluated on {machine}.\n\n")
+        for sampling in SAMPLINGS:
+            f.write(reports.table1_markdown(results[sampling]) + "\n")
     with open(os.path.join(FLAGS.runs_dir, "table1.json"), "w") as f:
-        json.dump(results, f, indent=1)
+        json.dump({"machine": machine, **results}, f, indent=1)
+    reports.table1_figure(results, os.path.join(FLAGS.runs_dir, "table1.png"))
     print(f"wrote {table}")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ from PIL import Image
 
 from vma_tf.config import DataConfig, EvalConfig
 from vma_tf.data import omniglot
+from vma_tf.data.omniglot import CharacterSet
 from vma_tf.errors import StorageError, UserInputError
-from vma_tf.evaluation import classification, reports, runner
-from vma_tf.models import REGISTRY
+from vma_tf.evaluation import classification, modes, reports, runner
+from vma_tf.evaluation.progress import progress_bar
+from vma_tf.models import REGISTRY, MemoryReader
 
 # Every mode shrunk to seconds; the defaults are the papers' protocols.
 SMALL = [
@@ -34,7 +36,7 @@ SMALL = [
 SMALL_CONFIG = EvalConfig(
     num_importance_samples=20, num_episodes=2, num_sequences=2, classes=(1, 4), shots=(1, 5, 19),
     sweep_classes=(1, 4, 144), sweep_shots=(1, 19), sweep_tiled_sizes=(6000,), sweep_memories=1, sweep_targets=4,
-    classification_episodes=4, iw_samples=4, sample_rows=3, samples_per_row=4,
+    classification_episodes=4, iw_samples=4, sample_rows=3, samples_per_row=4, probe_episodes=2,
 )
 
 
@@ -137,6 +139,14 @@ def test_every_mode_runs_on_a_smoke_model(name, mode, smoke_run, baseline_runs, 
         assert set(result["table"]) == {"1", "4"}
         assert all(set(row) == {"1", "5", "19"} for row in result["table"].values())
         assert all(np.isfinite(v) and v > 0 for row in result["table"].values() for v in row.values())
+        reads_context = name != "vae"
+        assert ("per_class" in result) == reads_context and ("probes" in result) == reads_context
+        if reads_context:
+            assert all(np.isfinite(v) and v > 0 for row in result["per_class"]["table"].values() for v in row.values())
+            assert set(result["probes"]["copy"]["shots"]) == {"1", "5"}
+            mass = result["probes"]["same_class_mass"]["4"]  # C = 1 has no other class to tell apart
+            assert 0 <= mass["mass"] <= 1 and 0 < mass["chance"] < 1 and mass["num_positions"] > 0
+            assert len(tables) == 4  # both ways, the copy probe and the same-class mass
     elif mode == "memory_sweep":
         sizes = [p["memory_size"] for p in result["by_classes"]] + [p["memory_size"] for p in result["by_shots"]]
         assert sizes == [4, 16, 576, 144, 144 * 19]  # |M| = 2736 at the last point
@@ -250,3 +260,75 @@ def test_classification_episodes_use_only_unseen_alphabets(data_dir, cache_dir):
         episode, _, _ = classification.labelled_episode(images, 20, 5, 1, tf.constant([index, 0]))
         used = {test.alphabets[c] for c in np.concatenate([episode.memory_labels, episode.target_labels])}
         assert used <= set(omniglot.TEST_ALPHABETS_45_5)
+
+
+class _RecordingEvaluator:
+    """Stands in for BoundEvaluator: records each call's targets, context and visibility, and scores
+    a target by how many visible entries equal it exactly, so the copy rows are told apart."""
+
+    model = None
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, x, memory, num_samples, seed, visible=None):
+        x, memory, visible = x.numpy(), memory.numpy(), visible.numpy()
+        self.calls.append((x, memory, visible))
+        copies = np.array([
+            sum(np.array_equal(x[b], memory[m]) for m in np.flatnonzero(visible[b])) for b in range(len(x))
+        ], np.float64)
+        return modes.BoundEstimate(nll=100.0 - copies, elbo=copies, recon=copies, diagnostics={})
+
+
+def _characters(classes=6, per_class=20, size=4):
+    """Every drawing distinct and labelled by its pixels: class c, drawing d has the value 20c + d."""
+    images = np.arange(classes * per_class, dtype=np.uint8).reshape(classes, per_class, 1, 1)
+    return CharacterSet(images=np.broadcast_to(images, (classes, per_class, size, size)).copy(),
+                        character_ids=np.arange(classes, dtype=np.int32), alphabets=("a",) * classes)
+
+
+def test_the_per_class_table_shows_each_target_n_other_drawings_of_every_class():
+    """VMA paper's way: target (n, c) is a drawing of class c, and it reads n drawings of each of
+    the C classes, never itself."""
+    test, evaluator = _characters(), _RecordingEvaluator()
+    scored = [1, 3, 19]
+    nll = modes._per_class_draw(evaluator, test, EvalConfig(), scored, 4, index=0)
+    (targets, context, visible), = evaluator.calls
+    assert set(nll) == set(scored) and all(v == 100.0 for v in nll.values())  # the target is never visible
+    values_of = lambda images: images[:, 0, 0, 0].astype(int)  # noqa: E731
+    target_classes, context_classes = values_of(targets) // 20, values_of(context) // 20
+    assert len(set(target_classes[:4])) == 4 and np.array_equal(target_classes, np.tile(target_classes[:4], 3))
+    for row, (n, c) in enumerate((n, c) for n in scored for c in target_classes[:4]):
+        assert target_classes[row] == c
+        seen = context_classes[visible[row]]
+        assert sorted(seen) == sorted(np.repeat(target_classes[:4], n))  # n of each of the C classes
+        assert values_of(targets)[row] not in values_of(context)[visible[row]]
+
+
+def test_the_copy_probe_puts_the_target_itself_in_the_copy_rows_only():
+    test, evaluator = _characters(), _RecordingEvaluator()
+    probe = modes._copy_probe(evaluator, test, EvalConfig(probe_episodes=3), bar=progress_bar(0, "test"))
+    for n in modes.COPY_PROBE_SHOTS:
+        cell = probe["shots"][str(n)]
+        # The stand-in scores one nat per visible copy: exactly one in the copy rows, none in the fresh.
+        assert (cell["copy_nats"], cell["fresh_nats"], cell["gain_nats"]) == (99.0, 100.0, 1.0)
+    for targets, context, visible in evaluator.calls:
+        assert np.all(targets == context[0])  # the target is the context's first drawing
+        assert len(set(context[:, 0, 0, 0] // 20)) == 1  # one character
+        assert visible.sum(axis=1).tolist() == [n for n in modes.COPY_PROBE_SHOTS for _ in range(2)]
+
+
+def test_the_same_class_mass_of_a_uniform_posterior_is_chance():
+    class Uniform(MemoryReader):
+        def encode_context(self, context):
+            return context
+
+        def entry_posterior(self, x, encoded):
+            return tf.fill([tf.shape(x)[0], tf.shape(encoded)[0]], 1.0 / tf.cast(tf.shape(encoded)[0], tf.float32))
+
+    config = EvalConfig(classes=(1, 2, 4), probe_episodes=3)
+    result = modes._same_class_mass(Uniform(), _characters(), config, "distinct")
+    assert set(result) == {"2", "4"}
+    for cell in result.values():
+        assert cell["num_positions"] > 0
+        assert cell["mass"] == pytest.approx(cell["chance"], abs=1e-6) and 0 < cell["chance"] < 1

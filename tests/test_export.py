@@ -97,6 +97,34 @@ def test_eval_export_replaces_the_saved_model_and_lists_its_signatures(smoke_run
 
 
 @pytest.mark.slow
+def test_saved_model_cli_runs_every_signature_as_tf_saved_model_load_does(saved_model, tmp_path):
+    """saved_model_cli loads through the TF1 loader, as TensorFlow Serving does. (test_models.py runs
+    that loader in-process on every model's export; this is the command a user types.)"""
+    model = tf.saved_model.load(saved_model)
+    arrays = {"x": _images(2, 4), "memory": _images(3, 5)}
+    arrays.update({k: v.numpy() for k, v in model.signatures["encode_memory"](memory=arrays["memory"]).items()})
+    for name, array in arrays.items():
+        np.save(tmp_path / f"{name}.npy", array)
+    scalars = {"num_samples": 4, "seed": 1}
+    for name, function in model.signatures.items():
+        arguments = function.structured_input_signature[1]
+        outdir = tmp_path / name
+        command = [
+            "saved_model_cli", "run", "--dir", saved_model, "--tag_set", "serve", "--signature_def", name,
+            "--outdir", str(outdir),
+            "--inputs", ";".join(f"{arg}={tmp_path / arg}.npy" for arg in arguments if arg in arrays),
+        ]
+        if any(arg in scalars for arg in arguments):
+            command += ["--input_exprs", ";".join(f"{arg}={scalars[arg]}" for arg in arguments if arg in scalars)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"{name}: {result.stderr[-2000:]}"
+        expected = function(**{arg: tf.constant(arrays[arg] if arg in arrays else scalars[arg]) for arg in arguments})
+        for key, value in expected.items():
+            np.testing.assert_allclose(np.load(outdir / f"{key}.npy"), value.numpy(), rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{name}/{key}")
+
+
+@pytest.mark.slow
 def test_sample_py_draws_a_grid_from_a_users_images(saved_model, data_dir, tmp_path):
     with zipfile.ZipFile(os.path.join(data_dir, "omniglot", "images_evaluation.zip")) as archive:
         names = sorted(n for n in archive.namelist() if n.endswith(".png") and "/Tengwar/" in n)[:2]

@@ -131,6 +131,22 @@ LOAD_WITHOUT_PACKAGE = textwrap.dedent("""
             num_samples=tf.constant(9), seed=tf.constant(1), **encoded)["images"].numpy()
         results["encoded_address_posterior"] = model.signatures["address_posterior_encoded"](
             x=tf.constant(data["x"]), **encoded)["probs"].numpy()
+    # Every signature again through the TF1 loader, the path of saved_model_cli and TF Serving.
+    feeds = {"x": data["x"], "memory": data["memory"], "num_samples": np.int32(7), "seed": np.int32(3)}
+    if "encode_memory" in model.signatures:
+        feeds.update({k: v.numpy() for k, v in model.signatures["encode_memory"](**memory).items()})
+    expected = {name: {k: v.numpy() for k, v in function(**{
+        arg: tf.constant(feeds[arg]) for arg in function.structured_input_signature[1]}).items()}
+        for name, function in model.signatures.items()}
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], directory)
+        for name in expected:
+            signature = graph.signature_def[name]
+            got = session.run({k: v.name for k, v in signature.outputs.items()},
+                              {v.name: feeds[k] for k, v in signature.inputs.items()})
+            for key, value in got.items():
+                np.testing.assert_allclose(value, expected[name][key], rtol=1e-5, atol=1e-6, err_msg=name)
+            results[f"tf1_checked_{name}"] = np.array(True)
     np.savez(outputs, **results)
     try:
         import vma_tf  # noqa: F401
@@ -171,6 +187,7 @@ def test_the_export_round_trips_through_plain_tensorflow(model, tmp_path):
         expected_signatures.add("attention")
         np.testing.assert_allclose(loaded["attention"], model.attention(tf.constant(x), encoded).numpy(), atol=1e-5)
     assert set(loaded["signatures"]) == expected_signatures
+    assert {key.removeprefix("tf1_checked_") for key in loaded if key.startswith("tf1_checked_")} == expected_signatures
     nll = BoundEvaluator(model)(tf.constant(x), tf.constant(memory), 50, tf.constant(LOG_LIKELIHOOD_SEED)).nll
     np.testing.assert_allclose(loaded["nll"], nll, rtol=1e-5)
     assert loaded["images1"].shape == (9, S, S, 1)

@@ -183,7 +183,9 @@ class EvalConfig:
     sweep_tiled_sizes: B's points past the test split, memories of the test images tiled to that
     size (`data.images.tiled_images`), for models whose memory encodes compactly.
     sequence_sampling: the `conditional` table's sequences: "distinct" or "with_replacement"
-    (EpisodeConfig), or "" for the run's own. classification_tasks: "<N>way<k>shot" names;
+    (EpisodeConfig), or "" for the run's own. per_class: the `conditional` table the VMA paper's way
+    too (n drawings of each of C classes); probe_episodes: draws of the copy and same-class
+    probes (0: none). classification_tasks: "<N>way<k>shot" names;
     classification_episodes, queries_per_class, iw_samples (K of the importance-weighted
     p(c|x)). sample_rows, samples_per_row: `samples`.
     """
@@ -197,6 +199,8 @@ class EvalConfig:
     shots: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 10, 19)
     num_sequences: int = 100
     sequence_sampling: str = ""
+    per_class: bool = True
+    probe_episodes: int = 200
     sweep_classes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 144)
     sweep_fixed_shots: int = 4
     sweep_shots: tuple[int, ...] = (1, 2, 4, 8, 16, 19)

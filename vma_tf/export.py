@@ -56,12 +56,26 @@ def _after(check: tf.Operation, values: tf.Tensor) -> tf.Tensor:
         return tf.identity(values)
 
 
+class _Untracked:
+    """Holds an object where a tf.Module does not track it."""
+
+    def __init__(self, value):
+        self.value = value
+
+
 class ServingModule(tf.Module):
-    """The exported functions of one model; their input signatures fix H = W = image_size."""
+    """The exported functions of one model; their input signatures fix H = W = image_size.
+
+    The module tracks the TensorFlow variables its functions read, each once, and not the model:
+    Keras 3 layers tracked by a tf.Module are saved with two handles per variable
+    (keras-team/keras#20095), and the TF1-style loader of `saved_model_cli` and TensorFlow Serving
+    restores one set while the functions read the other. keras.export.ExportArchive tracks the
+    variables its endpoints capture the same way.
+    """
 
     def __init__(self, model: GenerativeModel, image_size: int, pairs_per_call: int = DEFAULT_PAIRS_PER_CALL):
         super().__init__(name="vma_serving")
-        self.model = model
+        self._model = _Untracked(model)
         self.pairs_per_call = pairs_per_call
         self.min_memory_size = tf.Variable(model.min_context_size, trainable=False, name="min_memory_size")
         self.image_shape = images = [None, image_size, image_size, 1]
@@ -101,6 +115,12 @@ class ServingModule(tf.Module):
         for name, function in exported.items():
             setattr(self, name, function)
         self.signature_names = tuple(exported)
+        captured = {id(v): v for f in exported.values() for v in f.get_concrete_function().variables}
+        self.captured_variables = list(captured.values())
+
+    @property
+    def model(self) -> GenerativeModel:
+        return self._model.value
 
     @staticmethod
     def _function(method, before: list[tf.TensorSpec], memory: list[tf.TensorSpec], after: list[tf.TensorSpec],
@@ -161,7 +181,8 @@ class ServingModule(tf.Module):
             return index + 1, {name: arrays[name].write(index, value) for name, value in draw(index).items()}
 
         _, arrays = tf.while_loop(lambda index, _: index < chunks, body, (tf.constant(1), arrays))
-        return {name: array.concat() for name, array in arrays.items()}
+        # The concatenation loses the rank; the signature promises [N, H, W, 1] and [N].
+        return {name: tf.ensure_shape(array.concat(), first[name].shape) for name, array in arrays.items()}
 
     def _log_likelihood(self, x, encoded, num_samples):
         seed = tf.constant(LOG_LIKELIHOOD_SEED, tf.int32)

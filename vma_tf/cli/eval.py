@@ -48,6 +48,13 @@ flags.DEFINE_enum(
     "sequence_sampling", EvalConfig.sequence_sampling, ["", *SEQUENCE_SAMPLINGS],
     "conditional: distinct, or with_replacement (the GMN authors' sampler); empty: the run's own.",
 )
+flags.DEFINE_bool(
+    "per_class", EvalConfig.per_class,
+    "conditional: also the VMA paper's table (n drawings of each of C classes; models that read a context).",
+)
+flags.DEFINE_integer(
+    "probe_episodes", EvalConfig.probe_episodes, "conditional: draws of the copy and same-class probes (0: none)."
+)
 flags.DEFINE_list(
     "sweep_classes", [str(value) for value in EvalConfig.sweep_classes], "memory_sweep A: test classes in memory."
 )

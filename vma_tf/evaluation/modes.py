@@ -27,6 +27,9 @@ from vma_tf.models import AddressedMemory, MemoryReader
 from vma_tf.seeds import seed_for
 
 _TASK_STREAM, _MODEL_STREAM = 11, 12
+_PER_CLASS_STREAM, _PER_CLASS_MODEL_STREAM, _COPY_STREAM = 13, 14, 15
+# Context sizes of the copy probe.
+COPY_PROBE_SHOTS = (1, 5)
 SEQUENCE_LENGTH = 20
 _Z95 = 1.96  # half-width of a normal 95% interval, in standard errors
 
@@ -106,47 +109,169 @@ def _diagnostic_means(model, estimates: list[BoundEstimate]) -> dict[str, float]
 
 
 def conditional(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -> dict:
-    """Table 1 of both papers: NLL of the (n+1)-th image of a 20-image sequence from C classes
-    given the first n as the context. table[C][n] is the mean over `num_sequences` sequences, in
-    nats; None where the model cannot read so few images (n = 0 without a pseudo-input)."""
+    """Table 1 of both papers, in nats, each cell a mean over `num_sequences` draws with its
+    standard error; None where the model cannot read so few images (n = 0 without a pseudo-input).
+
+    - "sequence" (the GMN paper's way): NLL of the (n+1)-th image of a 20-image sequence from C
+      classes given the first n, sequences drawn by `sequence_sampling` (or the run's sampler).
+    - "per_class" (the VMA paper's way), for models that read a context: NLL of a fresh drawing of
+      each of C distinct classes given n other drawings of each, so the target's class is present.
+    - probes, for models that read a context: the copy probe (a target's NLL with an exact copy of
+      it in the context, against n fresh drawings of its class) and, for models that read entries,
+      the mass of their entry posterior on the context's entries of the target's class, against
+      chance (those entries' share of the context), over the sequences' positions whose context
+      holds both classes' entries.
+    """
     if max(config.shots) >= SEQUENCE_LENGTH or min(config.shots) < 0:
         raise UserInputError(f"--shots must lie in 0..{SEQUENCE_LENGTH - 1}, got {list(config.shots)}")
+    per_class = config.per_class and model.reads_context
     for classes in config.classes:
-        _check_episode(test, classes, 1, f"--classes={classes}")
+        _check_episode(test, classes, max(config.shots) + 1 if per_class else 1, f"--classes={classes}")
+    probes = model.reads_context and config.probe_episodes > 0
+    if probes:
+        _check_episode(test, 1, max(COPY_PROBE_SHOTS) + 1, "the copy probe")
     evaluator = BoundEvaluator(model, config.pairs_per_call)
-    images = tf.constant(test.images)
     sampling = config.sequence_sampling or run.episodes.sequence_sampling
-    # One call per sequence scores x_{n+1} for every n at once: the context is the whole sequence
-    # and target n reads its first n images only.
     scored = [shots for shots in config.shots if shots >= model.min_context_size]
-    visible = tf.range(SEQUENCE_LENGTH)[tf.newaxis, :] < tf.constant(scored)[:, tf.newaxis]  # [n's, T]
-    table, stderr = {}, {}
-    bar = progress_bar(len(config.classes) * config.num_sequences if scored else 0, "conditional: sequences")
-    for classes in config.classes:
-        values: dict[int, list[float]] = {shots: [] for shots in config.shots}
-        for sequence_index in range(config.num_sequences if scored else 0):
-            sequence, _ = episodes.sample_sequence(
-                images, classes, SEQUENCE_LENGTH, _seed(config, _TASK_STREAM, classes, sequence_index),
-                with_replacement=sampling == "with_replacement",
-            )
-            estimate = evaluator(
-                tf.gather(sequence, scored), sequence, config.num_importance_samples,
-                _seed(config, _MODEL_STREAM, classes, sequence_index), visible,
-            )
-            for shots, nll_nats in zip(scored, estimate.nll):
-                values[shots].append(float(nll_nats))
-            bar.update()
-        summaries = {shots: _mean_and_stderr(v) if v else (None, None) for shots, v in values.items()}
-        table[str(classes)] = {str(shots): mean for shots, (mean, _) in summaries.items()}
-        stderr[str(classes)] = {str(shots): err for shots, (_, err) in summaries.items()}
-    bar.close()
-    return {
-        "table": table,
-        "stderr": stderr,
+    draws = config.num_sequences if scored else 0
+    tables = 1 + per_class
+    bar = progress_bar(tables * len(config.classes) * draws + probes * config.probe_episodes, "conditional: draws")
+    result = {
+        **_cell_table(config, draws, lambda classes, index: _sequence_draw(
+            evaluator, test, config, scored, classes, index, sampling), bar),
         "num_sequences": config.num_sequences,
         "num_importance_samples": config.num_importance_samples,
         "sequence_sampling": sampling,
     }
+    if per_class:
+        result["per_class"] = _cell_table(config, draws, lambda classes, index: _per_class_draw(
+            evaluator, test, config, scored, classes, index), bar)
+    if probes:
+        result["probes"] = {"copy": _copy_probe(evaluator, test, config, bar)}
+        if isinstance(model, MemoryReader):
+            result["probes"]["same_class_mass"] = _same_class_mass(model, test, config, sampling)
+    bar.close()
+    return result
+
+
+def _cell_table(config: EvalConfig, draws: int, draw: Callable[[int, int], dict[int, float]], bar: tqdm) -> dict:
+    """{"table": {C: {n: mean}}, "stderr": {C: {n: s.e.}}} over `draws` draws per C, each draw
+    (C, index) -> {n: NLL of that draw in nats} (n the model cannot read: absent)."""
+    table, stderr = {}, {}
+    for classes in config.classes:
+        values: dict[int, list[float]] = {shots: [] for shots in config.shots}
+        for index in range(draws):
+            for shots, nll_nats in draw(classes, index).items():
+                values[shots].append(nll_nats)
+            bar.update()
+        summaries = {shots: _mean_and_stderr(v) if v else (None, None) for shots, v in values.items()}
+        table[str(classes)] = {str(shots): mean for shots, (mean, _) in summaries.items()}
+        stderr[str(classes)] = {str(shots): err for shots, (_, err) in summaries.items()}
+    return {"table": table, "stderr": stderr}
+
+
+def _sequence(test: CharacterSet, config: EvalConfig, classes: int, index: int, sampling: str):
+    """The index-th test sequence of C = classes: images float32 [20, H, W, 1], labels int32 [20]."""
+    return episodes.sample_sequence(
+        tf.constant(test.images), classes, SEQUENCE_LENGTH, _seed(config, _TASK_STREAM, classes, index),
+        with_replacement=sampling == "with_replacement",
+    )
+
+
+def _sequence_draw(
+    evaluator: BoundEvaluator, test: CharacterSet, config: EvalConfig, scored: list[int], classes: int, index: int,
+    sampling: str,
+) -> dict[int, float]:
+    """{n: NLL of x_(n+1) given x_1..x_n} of one sequence, in one call: the context is the whole
+    sequence and target n reads its first n images only."""
+    sequence, _ = _sequence(test, config, classes, index, sampling)
+    visible = tf.range(SEQUENCE_LENGTH)[tf.newaxis, :] < tf.constant(scored)[:, tf.newaxis]  # [n's, T]
+    estimate = evaluator(tf.gather(sequence, scored), sequence, config.num_importance_samples,
+                         _seed(config, _MODEL_STREAM, classes, index), visible)
+    return dict(zip(scored, estimate.nll.tolist()))
+
+
+def _per_class_draw(
+    evaluator: BoundEvaluator, test: CharacterSet, config: EvalConfig, scored: list[int], classes: int, index: int
+) -> dict[int, float]:
+    """{n: mean NLL of one fresh drawing of each of C distinct classes given n other drawings of
+    each}, in one call: the context is max(n) drawings of each class, target (n, c) reads the first
+    n of each."""
+    rng = np.random.default_rng([config.seed, _PER_CLASS_STREAM, classes, index])
+    chosen = rng.choice(test.num_classes, classes, replace=False)
+    drawings = np.stack([rng.choice(test.images_per_class, max(scored) + 1, replace=False) for _ in chosen])
+    targets = test.images[chosen, drawings[:, 0]]  # [C, H, W]
+    context = test.images[chosen[:, None], drawings[:, 1:]]  # [C, max n, H, W], the rank along axis 1
+    rank = np.tile(np.arange(max(scored)), classes)  # of each context entry, class-major
+    visible = rank[np.newaxis, :] < np.repeat(scored, classes)[:, np.newaxis]  # [n's * C, C * max n]
+    estimate = evaluator(
+        _image_batch(np.tile(targets, (len(scored), 1, 1))[:, np.newaxis]), _image_batch(context),
+        config.num_importance_samples, _seed(config, _PER_CLASS_MODEL_STREAM, classes, index), tf.constant(visible),
+    )
+    return dict(zip(scored, estimate.nll.reshape(len(scored), classes).mean(axis=1).tolist()))
+
+
+def _copy_probe(evaluator: BoundEvaluator, test: CharacterSet, config: EvalConfig, bar: tqdm) -> dict:
+    """NLL of a drawing x with x itself and n - 1 other drawings of its class in the context (copy)
+    and with n other drawings (fresh), for n in COPY_PROBE_SHOTS, over `probe_episodes` draws:
+    how much an exact copy in memory is worth to the model, in nats."""
+    largest = max(COPY_PROBE_SHOTS)
+    differences: dict[int, list[float]] = {n: [] for n in COPY_PROBE_SHOTS}
+    copies: dict[int, list[float]] = {n: [] for n in COPY_PROBE_SHOTS}
+    fresh: dict[int, list[float]] = {n: [] for n in COPY_PROBE_SHOTS}
+    for index in range(config.probe_episodes):
+        rng = np.random.default_rng([config.seed, _COPY_STREAM, index])
+        character = rng.integers(test.num_classes)
+        drawings = rng.choice(test.images_per_class, largest + 1, replace=False)
+        context = test.images[character, drawings][np.newaxis]  # [1, largest + 1, H, W]: x, then the others
+        visible = np.zeros([2 * len(COPY_PROBE_SHOTS), largest + 1], bool)
+        for row, n in enumerate(COPY_PROBE_SHOTS):
+            visible[2 * row, :n] = True  # x and n - 1 others
+            visible[2 * row + 1, 1 : n + 1] = True  # n others
+        targets = np.repeat(context[:, :1], len(visible), axis=1)
+        nll = evaluator(_image_batch(targets), _image_batch(context), config.num_importance_samples,
+                        _seed(config, _COPY_STREAM, index), tf.constant(visible)).nll
+        for row, n in enumerate(COPY_PROBE_SHOTS):
+            copies[n].append(nll[2 * row])
+            fresh[n].append(nll[2 * row + 1])
+            differences[n].append(nll[2 * row + 1] - nll[2 * row])
+        bar.update()
+    by_shots = {}
+    for n in COPY_PROBE_SHOTS:
+        gain, gain_stderr = _mean_and_stderr(differences[n])
+        by_shots[str(n)] = {"copy_nats": float(np.mean(copies[n])), "fresh_nats": float(np.mean(fresh[n])),
+                            "gain_nats": gain, "gain_stderr": gain_stderr}
+    return {"shots": by_shots, "num_episodes": config.probe_episodes}
+
+
+def _same_class_mass(model: MemoryReader, test: CharacterSet, config: EvalConfig, sampling: str) -> dict:
+    """For each C >= 2 of the table, over its first `probe_episodes` sequences (those the sequence
+    table scores) and the positions t whose x_<t holds entries of x_t's class and of another:
+    the mean mass of the entry posterior of x_t on x_<t's entries of its class, and chance, the mean
+    share of those entries in x_<t."""
+    posterior = tf.function(lambda x, context: model.entry_posterior(x, model.encode_context(context)),
+                            reduce_retracing=True)
+    result = {}
+    for classes in (c for c in config.classes if c >= 2):
+        mass, chance = [], []
+        for index in range(min(config.probe_episodes, config.num_sequences)):
+            sequence, labels = _sequence(test, config, classes, index, sampling)
+            labels = labels.numpy()
+            for t in range(1, SEQUENCE_LENGTH):
+                same = labels[:t] == labels[t]
+                if same.all() or not same.any():
+                    continue
+                weights = posterior(sequence[t : t + 1], sequence[:t]).numpy()[0]
+                mass.append(float(weights[same].sum()))
+                chance.append(float(same.mean()))
+        excess = _mean_and_stderr(np.subtract(mass, chance)) if mass else (None, None)
+        result[str(classes)] = {
+            "mass": float(np.mean(mass)) if mass else None,
+            "chance": float(np.mean(chance)) if chance else None,
+            "excess_stderr": excess[1],
+            "num_positions": len(mass),
+        }
+    return result
 
 
 def _sweep_orders(test: CharacterSet, config: EvalConfig, draw: int) -> tuple[np.ndarray, np.ndarray]:

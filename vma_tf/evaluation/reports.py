@@ -12,18 +12,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-# Table 1 of both papers: conditional NLL in nats, by classes C and conditioning images n (x_{n+1}
-# given x_1..x_n). The VMA paper's (K = 1000): VMA trained on the Lake split at 28x28, the data of
-# the GMN paper (Bartunov & Vetrov 2017), whose Table 1 gives the GMN rows (C_train = 2 unless
-# named) and a VAE's NLL.
+# Table 1 of both papers: conditional NLL in nats, by classes C and conditioning images n, on the
+# GMN authors' data (Lake split, 28x28). The GMN paper's (Bartunov & Vetrov 2017; C_train = 2 unless
+# named, and a VAE's NLL) score x_(n+1) of a sequence given x_1..x_n: n images in all from C classes.
+# The VMA paper's (K = 1000) score a drawing given n drawings of *each* of C classes, its own among
+# them (the "per_class" table).
 _GMN_VAE = {0: 89.1}
-PUBLISHED_CONDITIONAL = {
+PUBLISHED_PER_CLASS = {
     "VMA": {
         1: {1: 86.5, 2: 83.0, 3: 79.6, 4: 79.0, 5: 76.5, 10: 76.2, 19: 73.9},
         2: {1: 87.2, 2: 83.3, 3: 80.9, 4: 79.3, 5: 79.1, 10: 77.0, 19: 75.0},
         4: {1: 87.5, 2: 83.3, 3: 81.2, 4: 80.7, 5: 79.5, 10: 78.6, 19: 76.7},
         16: {1: 89.6, 2: 85.1, 3: 81.5, 4: 81.9, 5: 81.3, 10: 79.8, 19: 77.0},
     },
+}
+PUBLISHED_CONDITIONAL = {
     "GMN": {
         1: {0: 89.7, 1: 83.3, 2: 78.9, 3: 75.7, 4: 72.9, 5: 70.1, 10: 59.9, 19: 45.8},
         2: {0: 89.4, 1: 86.4, 2: 84.9, 3: 82.4, 4: 81.0, 5: 78.8, 10: 71.4, 19: 61.2},
@@ -40,8 +43,12 @@ PUBLISHED_CONDITIONAL = {
     "GMN, C_train = 2, avg, conditional": {2: {2: 85.7, 3: 85.0, 4: 85.3, 5: 84.6, 10: 84.5, 19: 83.7}},
     "VAE (GMN paper)": {1: _GMN_VAE, 2: _GMN_VAE, 4: _GMN_VAE},
 }
-# The published row drawn beside a model's own in conditional.png.
-PUBLISHED_CONDITIONAL_OF_MODEL = {"vma": "VMA", "gmn": "GMN", "vae": "VAE (GMN paper)"}
+# The published row drawn beside a model's own in conditional.png, by model and table.
+PUBLISHED_OF_MODEL = {
+    ("gmn", "table"): PUBLISHED_CONDITIONAL["GMN"],
+    ("vae", "table"): PUBLISHED_CONDITIONAL["VAE (GMN paper)"],
+    ("vma", "per_class"): PUBLISHED_PER_CLASS["VMA"],
+}
 # Test NLL in nats by (dataset, memory) of the run. Section 4.2 of the VMA paper: few-shot
 # Omniglot (45/5 split, 26x26); 28x28 Omniglot (Burda et al.'s) with a learned memory of 256
 # entries, K = 5000. Section 4.1 gives no MNIST number for a learned memory (KL_a ≈ 2.5 ± 0.3
@@ -128,47 +135,100 @@ def _cell(mean: float | None, stderr: float | None) -> str:
     return "—" if mean is None else f"{mean:.1f} ± {stderr:.1f}"
 
 
-def conditional_rows(result: dict, name: str) -> list[list[str]]:
-    """The Markdown rows of one conditional result, labelled `name`, with the published rows of
-    each C under them."""
-    shots = list(next(iter(result["table"].values())).keys())
+def _published_rows(published: dict[str, dict], classes: str, shots: list[str]) -> list[list[str]]:
+    return [
+        [f"paper: {paper_name}", classes] + [_nats(by_classes[int(classes)].get(int(n))) for n in shots]
+        for paper_name, by_classes in published.items()
+        if int(classes) in by_classes
+    ]
+
+
+def conditional_rows(cells: dict, name: str, published: dict[str, dict]) -> list[list[str]]:
+    """The Markdown rows of one table of a conditional result ({"table", "stderr"}), labelled
+    `name`, with the published rows of each C under them."""
+    shots = list(next(iter(cells["table"].values())).keys())
     rows = []
-    for classes, row in result["table"].items():
-        errors = result["stderr"][classes]
+    for classes, row in cells["table"].items():
+        errors = cells["stderr"][classes]
         rows.append([name, classes] + [_cell(row[n], errors[n]) for n in shots])
-        for paper_name, by_classes in PUBLISHED_CONDITIONAL.items():
-            published = by_classes.get(int(classes))
-            if published:
-                rows.append([f"paper: {paper_name}", classes] + [_nats(published.get(int(n))) for n in shots])
+        rows.extend(_published_rows(published, classes, shots))
     return rows
 
 
-def conditional_header(result: dict) -> list[str]:
-    return ["model", "C"] + [f"n = {n}" for n in next(iter(result["table"].values()))]
+def conditional_header(cells: dict) -> list[str]:
+    return ["model", "C"] + [f"n = {n}" for n in next(iter(cells["table"].values()))]
+
+
+# How each table of a conditional result is described, and the published rows it is set beside.
+_TABLES = {
+    "table": ("the GMN paper's way: NLL of x_(n+1) given x_1..x_n of a sequence of 20 from C test classes",
+              PUBLISHED_CONDITIONAL),
+    "per_class": ("the VMA paper's way: NLL of a drawing given n other drawings of each of C test classes, "
+                  "its own among them", PUBLISHED_PER_CLASS),
+}
+
+
+def _tables_of(result: dict) -> dict[str, dict]:
+    """{table key: {"table", "stderr"}} of the tables a conditional result holds."""
+    return {key: result if key == "table" else result[key] for key in _TABLES if key in result}
 
 
 def table1_markdown(results: dict[str, dict]) -> str:
     """Table 1 of both papers from several runs' `conditional` results {run name: result} that share
-    their columns: by C, every run's row, then the papers' rows."""
+    their columns and sampler: for each way, by C, every run's row, then the papers' rows; then the
+    probes."""
     first = next(iter(results.values()))
     shots = list(next(iter(first["table"].values())))
-    classes = sorted({int(c) for result in results.values() for c in result["table"]})
-    rows = []
-    for c in classes:
-        for name, result in results.items():
-            if str(c) in result["table"]:
-                row, errors = result["table"][str(c)], result["stderr"][str(c)]
-                rows.append([name, str(c)] + [_cell(row.get(n), errors.get(n)) for n in shots])
-        for paper_name, by_classes in PUBLISHED_CONDITIONAL.items():
-            if c in by_classes:
-                rows.append([f"paper: {paper_name}", str(c)] + [_nats(by_classes[c].get(int(n))) for n in shots])
+    sections = []
+    for key, (description, published) in _TABLES.items():
+        runs = {name: _tables_of(result)[key] for name, result in results.items() if key in _tables_of(result)}
+        if not runs:
+            continue
+        classes = sorted({int(c) for cells in runs.values() for c in cells["table"]})
+        rows = []
+        for c in classes:
+            for name, cells in runs.items():
+                if str(c) in cells["table"]:
+                    row, errors = cells["table"][str(c)], cells["stderr"][str(c)]
+                    rows.append([name, str(c)] + [_cell(row.get(n), errors.get(n)) for n in shots])
+            rows.extend(_published_rows(published, str(c), shots))
+        sections.append(f"## {description[0].upper()}{description[1:]}\n\n"
+                        + _table(["model", "C"] + [f"n = {n}" for n in shots], rows))
     return (
-        f"# Table 1: conditional NLL (nats) of x_(n+1) given x_1..x_n, sequences of 20 from C test classes\n\n"
-        f"K = {first['num_importance_samples']}, {first['num_sequences']} sequences per cell, ± one standard error "
-        "(— : the model cannot read so few images). Ours are measured on the Lake split's evaluation alphabets at "
-        "28x28 derived from the 105x105 originals; the papers' rows are as published.\n\n"
-        + _table(["model", "C"] + [f"n = {n}" for n in shots], rows)
+        "# Table 1 of both papers: conditional NLL (nats)\n\n"
+        f"K = {first['num_importance_samples']}, {first['num_sequences']} draws per cell, the same draws for every "
+        f"model; ± one standard error (— : the model cannot read so few images). Sequences"
+        f"{_SAMPLINGS[first.get('sequence_sampling', 'distinct')]}. The test split of each run's dataset; the "
+        "papers' rows are as published.\n\n"
+        + "\n".join(sections)
+        + "\n" + probes_markdown(results)
     )
+
+
+def probes_markdown(results: dict[str, dict]) -> str:
+    """The copy probe and the same-class mass of every run that has them, as two tables."""
+    copy_rows, mass_rows = [], []
+    for name, result in results.items():
+        probes = result.get("probes", {})
+        if "copy" in probes:
+            for n, cell in probes["copy"]["shots"].items():
+                copy_rows.append([name, n, _nats(cell["copy_nats"]), _nats(cell["fresh_nats"]),
+                                  _cell(cell["gain_nats"], cell["gain_stderr"])])
+        for classes, cell in probes.get("same_class_mass", {}).items():
+            if cell["mass"] is not None:
+                mass_rows.append([name, classes, f"{cell['mass']:.3f}", f"{cell['chance']:.3f}",
+                                  f"{cell['excess_stderr']:.3f}", str(cell["num_positions"])])
+    text = ""
+    if copy_rows:
+        text += ("## Copy probe\n\nNLL (nats) of a test drawing with itself and n - 1 other drawings of its character "
+                 "in the context (copy), and with n other drawings (fresh); gain = fresh - copy, ± one standard "
+                 "error.\n\n" + _table(["model", "n", "copy", "fresh", "gain"], copy_rows) + "\n")
+    if mass_rows:
+        text += ("## Same-class mass\n\nThe mass of the model's entry posterior (attention, or q(a|x)) on the "
+                 "context's entries of the target's class, and chance (their share of the context), over sequence "
+                 "positions whose context holds entries of both kinds.\n\n"
+                 + _table(["model", "C", "mass", "chance", "s.e. of mass - chance", "positions"], mass_rows))
+    return text
 
 
 # How each sampler's sequences are described in the conditional table's header.
@@ -179,14 +239,18 @@ _SAMPLINGS = {
 
 
 def conditional_markdown(result: dict) -> str:
+    sections = []
+    for key, cells in _tables_of(result).items():
+        description, published = _TABLES[key]
+        sections.append(f"## {description[0].upper()}{description[1:]}\n\n"
+                        + _table(conditional_header(cells), conditional_rows(cells, _this_run(result), published)))
     return (
         _header(result)
-        + f"NLL of the next image given the first n of a sequence of 20 from C test classes"
-        f"{_SAMPLINGS[result.get('sequence_sampling', 'distinct')]}; "
-        f"K = {result['num_importance_samples']}, {result['num_sequences']} sequences per cell, "
+        + f"Sequences{_SAMPLINGS[result.get('sequence_sampling', 'distinct')]}; "
+        f"K = {result['num_importance_samples']}, {result['num_sequences']} draws per cell, "
         "± one standard error (— : the model cannot read so few images). The papers' rows are for "
         "models trained on the Lake split at 28x28.\n\n"
-        + _table(conditional_header(result), conditional_rows(result, _this_run(result)))
+        + "\n".join(sections) + "\n" + probes_markdown({_this_run(result): result})
     )
 
 
@@ -287,24 +351,64 @@ MARKDOWN = {
 
 
 def conditional_figure(result: dict, path: str) -> None:
-    """NLL of x_(n+1) against n, one line per C with ± one standard error; the paper's row for the
-    same model and C dashed in the same colour."""
-    figure, axes = plt.subplots(figsize=(8, 4))
-    published = PUBLISHED_CONDITIONAL.get(PUBLISHED_CONDITIONAL_OF_MODEL.get(result["meta"].get("model"), ""), {})
-    for index, (classes, row) in enumerate(result["table"].items()):
-        color = f"C{index}"
-        shots = [int(n) for n, value in row.items() if value is not None]
-        axes.errorbar(shots, [row[str(n)] for n in shots], yerr=[result["stderr"][classes][str(n)] for n in shots],
-                      marker="o", color=color, label=f"C = {classes}, {_this_run(result)}")
-        paper = published.get(int(classes), {})
-        if paper:
-            paper_shots = sorted(paper)
-            axes.plot(paper_shots, [paper[n] for n in paper_shots], "--", color=color,
-                      label=f"C = {classes}, paper")
-    axes.set(xlabel="conditioning images n", ylabel="NLL of x_(n+1) (nats)",
-             title=f"Conditional NLL, K = {result['num_importance_samples']}")
-    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    """NLL against n, one panel per table of the result (the GMN paper's way, the VMA paper's), one
+    line per C with ± one standard error; the paper's row for the same model, table and C dashed in
+    the same colour."""
+    tables = _tables_of(result)
+    figure, all_axes = plt.subplots(1, len(tables), figsize=(6 * len(tables) + 2, 4), squeeze=False)
+    for axes, (key, cells) in zip(all_axes[0], tables.items()):
+        published = PUBLISHED_OF_MODEL.get((result["meta"].get("model"), key), {})
+        for index, (classes, row) in enumerate(cells["table"].items()):
+            color = f"C{index}"
+            shots = [int(n) for n, value in row.items() if value is not None]
+            axes.errorbar(shots, [row[str(n)] for n in shots], yerr=[cells["stderr"][classes][str(n)] for n in shots],
+                          marker="o", color=color, label=f"C = {classes}, {_this_run(result)}")
+            paper = published.get(int(classes), {})
+            if paper:
+                paper_shots = sorted(paper)
+                axes.plot(paper_shots, [paper[n] for n in paper_shots], "--", color=color,
+                          label=f"C = {classes}, paper")
+        axes.set(xlabel="conditioning images n" + (" per class" if key == "per_class" else ""),
+                 ylabel="NLL (nats)", title=f"{'per class' if key == 'per_class' else 'sequences'}, "
+                 f"K = {result['num_importance_samples']}")
+    all_axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def table1_figure(results: dict[str, dict[str, dict]], path: str) -> None:
+    """Table 1 as a figure from {sampler: {run name: conditional result}}: NLL against n, one row of
+    panels per sampler and one panel per C; every run's sequence table solid (a VMA-paper-way table
+    too, labelled per class), the papers' rows dashed in grey."""
+    samplings = list(results)
+    classes = sorted({int(c) for runs in results.values() for result in runs.values() for c in result["table"]})
+    figure, axes = plt.subplots(len(samplings), len(classes), figsize=(4 * len(classes) + 3, 3.5 * len(samplings)),
+                                squeeze=False, sharey=True)
+    for row, sampling in enumerate(samplings):
+        for column, c in enumerate(classes):
+            panel = axes[row][column]
+            for index, (name, result) in enumerate(results[sampling].items()):
+                for key, cells in _tables_of(result).items():
+                    line = cells["table"].get(str(c), {})
+                    shots = [int(n) for n, value in line.items() if value is not None]
+                    if shots:
+                        label = name + (", per class" if key == "per_class" else "")
+                        panel.plot(shots, [line[str(n)] for n in shots], ":" if key == "per_class" else "-",
+                                   marker="o", markersize=3, color=f"C{index}", label=label)
+            published = {**PUBLISHED_CONDITIONAL, **{f"{k}, per class": v for k, v in PUBLISHED_PER_CLASS.items()}}
+            for style, (paper_name, by_classes) in zip(("--", "-.", (0, (5, 1)), (0, (3, 1, 1, 1))) * 3,
+                                                       published.items()):
+                if c in by_classes and len(by_classes[c]) > 1:
+                    shots = sorted(by_classes[c])
+                    panel.plot(shots, [by_classes[c][n] for n in shots], linestyle=style, color="0.5", linewidth=1,
+                               label=f"paper: {paper_name}")
+            panel.set(title=f"C = {c}, sequences {sampling.replace('_', ' ')}", xlabel="conditioning images n")
+            if column == 0:
+                panel.set_ylabel("NLL (nats)")
+    handles = {label: handle for ax in axes.flat for handle, label in zip(*ax.get_legend_handles_labels())}
+    figure.legend(handles.values(), handles.keys(), fontsize=7, loc="center right")
+    figure.tight_layout(rect=(0, 0, 0.78, 1))
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
