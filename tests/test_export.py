@@ -158,10 +158,16 @@ def test_sample_py_draws_a_grid_from_a_users_images(saved_model, data_dir, tmp_p
         assert grid.size == (6 * (S + 2) * 2, 3 * (S + 2) * 2)
 
     (tmp_path / "notes.png").write_text("not an image")
-    result = subprocess.run([*sample, f"--memory={tmp_path}/notes.png", f"--output={output}"],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1].startswith(f"sample.py: error: {tmp_path}/notes.png is not")
+    # A drawing on a transparent background used to read as blank; a blank one is refused, and the
+    # grid left as it was.
+    Image.new("RGBA", (64, 64)).save(tmp_path / "blank.png")
+    before = output.read_bytes()
+    for name, error in (("notes.png", "is not a readable image"), ("blank.png", "has no ink")):
+        result = subprocess.run([*sample, f"--memory={tmp_path}/{name}", f"--output={output}"],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines()[-1].startswith(f"sample.py: error: {tmp_path}/{name} {error}")
+    assert output.read_bytes() == before
 
 
 @pytest.mark.slow
@@ -199,3 +205,61 @@ def test_sample_py_draws_from_the_baselines(name, baseline_runs, tmp_path):
              f"--output={output}"], capture_output=True, text=True, timeout=300,
         )
         assert refused.returncode != 0 and "takes no memory" in refused.stderr.strip().splitlines()[-1]
+
+
+def _omniglot_pngs(data_dir, count):
+    """The first `count` characters' first drawings, as the archive holds them (105x105 PNGs)."""
+    with zipfile.ZipFile(os.path.join(data_dir, "omniglot", "images_background.zip")) as archive:
+        names = sorted(n for n in archive.namelist() if n.endswith(".png"))
+        firsts = list({os.path.dirname(n): n for n in reversed(names)}.values())[::-1][:count]
+        return [archive.read(name) for name in firsts]
+
+
+@pytest.mark.slow
+def test_the_readmes_python_example_runs_as_written(saved_model, data_dir, tmp_path):
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    example = readme.split("### From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    os.makedirs(tmp_path / "runs" / "smoke")
+    os.symlink(saved_model, tmp_path / "runs" / "smoke" / "saved_model")
+    os.makedirs(tmp_path / "drawings")
+    for name, png in zip(("a", "b"), _omniglot_pngs(data_dir, 2)):
+        (tmp_path / "drawings" / f"{name}.png").write_bytes(png)
+    result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(8, 26, 26, 1)" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_loaded_export_takes_drawings_and_arrays_and_refuses_bad_input_in_one_line(
+    saved_model, baseline_runs, data_dir, tmp_path
+):
+    import vma_tf
+
+    model = vma_tf.load(saved_model)
+    paths = []
+    for index, png in enumerate(_omniglot_pngs(data_dir, 3)):
+        paths.append(tmp_path / f"{index}.png")
+        paths[-1].write_bytes(png)
+    as_arrays = np.stack([vma_tf.preprocess(path, S) for path in paths])
+    probs = model.address_posterior(paths, paths)
+    np.testing.assert_array_equal(probs, model.address_posterior(as_arrays, as_arrays))
+    assert probs.shape == (3, 3) and np.allclose(probs.sum(-1), 1, atol=1e-5)
+    drawn = model.sample(paths, num_samples=5, seed=2)
+    assert drawn["images"].shape == (5, S, S, 1) and set(drawn["addresses"]) <= {0, 1, 2}
+    for call, message in [
+        (lambda: model.sample(as_arrays[:, :20]), r"memory has shape \(3, 20, 26, 1\)"),
+        (lambda: model.sample(as_arrays * 2), r"memory holds values outside \[0, 1\]"),
+        (lambda: model.sample([]), "memory holds 0 images; this model needs at least 1"),
+        (lambda: model.sample(paths, num_samples=-1), "num_samples must be an integer >= 0"),
+        (lambda: model.attention(paths, paths), "this export has no attention"),
+        (lambda: model.sample([np.ones((30, 30), np.uint8) * 255]), r"memory\[0\] has no ink"),
+    ]:
+        with pytest.raises(vma_tf.UserInputError, match=message) as refused:
+            call()
+        assert "\n" not in str(refused.value)
+    vae = vma_tf.load(os.path.join(baseline_runs["vae"], SAVED_MODEL_DIR))
+    with pytest.raises(vma_tf.UserInputError, match="this model takes no memory"):
+        vae.sample(paths)
+    assert vae.sample(num_samples=2)["images"].shape == (2, S, S, 1)

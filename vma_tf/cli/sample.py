@@ -3,10 +3,10 @@
     python sample.py --saved_model=LOGDIR/saved_model --memory='drawings/*.png' --output=grid.png
 
 (or `vma-sample` once the package is installed). It reads the SavedModel only, through
-TensorFlow, numpy and pillow: no model code of vma_tf. Each memory image, of any size, is
-read as grayscale, turned so that ink = 1 (a light background is inverted), resized to 4x the
-model's side, binarized and 4x4 max-pooled: the training preprocessing of Omniglot's 105x105
-drawings.
+TensorFlow, numpy and pillow: no model code of vma_tf. Each memory image, of any size, grey,
+colour or with a transparent background, dark ink on light or light on dark, goes through
+`vma_tf.data.drawings.preprocess`: the training preprocessing of Omniglot's 105x105 drawings. An
+image without ink, or mostly ink, is refused, naming the file, before any sampling.
 
 --num_samples draws from p(x|M) with every image in memory. For a model that reports each
 sample's memory entry (VMA), the grid shows one memory image per row and, beside it, the
@@ -25,9 +25,11 @@ import sys
 
 import numpy as np
 from absl import app, flags, logging
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from vma_tf.cli.tensorflow_logs import VERBOSE_HELP, quiet_tensorflow
+from vma_tf.data.drawings import preprocess
+from vma_tf.errors import UserInputError
 
 flags.DEFINE_string("saved_model", None, "Directory of a SavedModel written by train.py or eval.py --mode=export.",
                     required=True)
@@ -42,11 +44,10 @@ flags.DEFINE_integer("zoom", 3, "Each pixel of the grid becomes zoom x zoom pixe
 flags.DEFINE_bool("verbose", False, VERBOSE_HELP)
 
 FLAGS = flags.FLAGS
-POOL = 4
 SAMPLES_PER_ROW = 8  # a grid of samples that no memory entry groups
 
 
-class InputError(ValueError):
+class InputError(UserInputError):
     """A flag or memory file that cannot be used; the message names it."""
 
 
@@ -58,19 +59,6 @@ def memory_paths(patterns: list[str]) -> list[str]:
             raise InputError(f"no file matches {pattern}")
         paths += matches
     return paths
-
-
-def preprocess(path: str, size: int) -> np.ndarray:
-    """Reads one image file as float32 [size, size, 1] in {0, 1} with ink = 1."""
-    try:
-        with Image.open(path) as image:
-            gray = np.asarray(image.convert("L"), np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"{path} is not a readable image ({e})") from e
-    ink = 1.0 - gray if gray.mean() > 0.5 else gray
-    resized = np.asarray(Image.fromarray(np.uint8(ink * 255)).resize((size * POOL, size * POOL), Image.BILINEAR))
-    binary = resized > 127
-    return binary.reshape(size, POOL, size, POOL).max(axis=(1, 3)).astype(np.float32)[..., None]
 
 
 def grid(rows: list[list[np.ndarray]]) -> np.ndarray:
@@ -101,7 +89,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         draw_grid()
-    except InputError as e:
+    except UserInputError as e:
         sys.exit(f"{os.path.basename(argv[0])}: error: {e}")
 
 
