@@ -179,6 +179,37 @@ def test_every_mode_runs_on_a_smoke_model(name, mode, smoke_run, baseline_runs, 
             _assert_png(str(tmp_path / figure))
 
 
+def _events(folder):
+    """{tag: [(step, value or None)]} of every event file directly in `folder`."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                number = tf.make_ndarray(value.tensor) if value.HasField("tensor") else None
+                found.setdefault(value.tag, []).append((event.step, number))
+    return found
+
+
+@pytest.mark.slow
+def test_tensorboard_holds_the_config_the_learning_rate_and_every_evaluation(
+    smoke_run, data_dir, cache_dir, tmp_path
+):
+    training = _events(smoke_run)
+    assert "_hparams_/session_start_info" in training  # the hparams plugin's table row
+    (step, text), = training["config"]
+    assert step == 0 and b'"model": {' in text.item()
+    assert [rate for _, rate in training["train/learning_rate"]][-1] == pytest.approx(3e-4)
+    result = runner.run_evaluation(smoke_run, "nll", SMALL_CONFIG, data_dir, cache_dir, str(tmp_path / "nll.json"))
+    evaluation = _events(os.path.join(smoke_run, "eval"))
+    assert evaluation["eval/nll/nll_nats"][-1] == (150, pytest.approx(result["nll_nats"]))
+    assert "eval/nll/nll_stderr" not in evaluation and "eval/nll/num_examples" not in evaluation
+    runner.run_evaluation(smoke_run, "conditional", SMALL_CONFIG, data_dir, cache_dir, str(tmp_path / "c.json"))
+    evaluation = _events(os.path.join(smoke_run, "eval"))
+    assert {"eval/conditional/table/4/19", "eval/conditional/per_class/table/4/19",
+            "eval/conditional/probes/copy/shots/1/gain_nats"} <= set(evaluation)
+    assert evaluation["eval/conditional/c"][-1][0] == 150  # the figure, as an image
+
+
 @pytest.mark.slow
 def test_curves_draw_the_training_metrics(smoke_run, tmp_path):
     logdir = tmp_path / "run"

@@ -24,7 +24,7 @@ import time
 import keras
 import tensorflow as tf
 
-from vma_tf import checkpoints, export, files, nets, objectives, tasks
+from vma_tf import checkpoints, export, files, nets, objectives, summaries, tasks
 from vma_tf.config import RunConfig, TrainConfig
 from vma_tf.data.episodes import Episode
 from vma_tf.errors import RunDivergedError, RunInterruptedError, StorageError, UserInputError, require_positive
@@ -442,6 +442,8 @@ def _train(config: RunConfig, trainer: Trainer, dataset_from) -> dict[str, float
     batches = iter(dataset.take(train_config.steps - start))
     step = start
     with writer.as_default(), stop_signal:
+        if chief:
+            summaries.write_run_config(config, start)
         while step < train_config.steps:
             # Every worker splits the run into the same calls (their collectives must match).
             image_step = _writes_images(step + 1, start, train_config)

@@ -1,7 +1,8 @@
 """One evaluation end to end: restore the run, load its test split, run a mode, write the reports.
 
 Outputs (default `LOGDIR/eval/<mode>.json`): the JSON result, a Markdown table beside it
-(`.md`) and, for modes with figures, PNGs with the same stem. The checkpoints are only read.
+(`.md`) and, for modes with figures, PNGs with the same stem; the headline numbers and figures
+also go to TensorBoard, in LOGDIR/eval's events. The checkpoints are only read.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import os
 import time
 
-from vma_tf import checkpoints, files, tasks
+from vma_tf import checkpoints, files, summaries, tasks
 from vma_tf.config import SEQUENCE_SAMPLINGS, EvalConfig
 from vma_tf.errors import UserInputError, require_positive
 from vma_tf.evaluation import modes, reports
@@ -112,7 +113,8 @@ def run_evaluation(
     result["meta"]["figures"] = figures
     files.write_atomically(output_json, json.dumps(result, indent=2))
     files.write_atomically(f"{stem}.md", reports.MARKDOWN[mode](result))
-    logger.info("wrote %s, %s.md %s", output_json, stem, " ".join(figures))
+    events = summaries.write_evaluation(logdir, mode, result)
+    logger.info("wrote %s, %s.md %s; TensorBoard: %s", output_json, stem, " ".join(figures), events)
     return result
 
 
