@@ -17,6 +17,7 @@ from conftest import REPO, checkpoint_digest
 from markdown_it import MarkdownIt
 from PIL import Image
 
+import vma_tf
 from vma_tf.config import DataConfig, EvalConfig
 from vma_tf.data import omniglot
 from vma_tf.data.omniglot import CharacterSet
@@ -199,7 +200,8 @@ def test_tensorboard_holds_the_config_the_learning_rate_and_every_evaluation(
     (step, text), = training["config"]
     assert step == 0 and b'"model": {' in text.item()
     assert [rate for _, rate in training["train/learning_rate"]][-1] == pytest.approx(3e-4)
-    result = runner.run_evaluation(smoke_run, "nll", SMALL_CONFIG, data_dir, cache_dir, str(tmp_path / "nll.json"))
+    result = vma_tf.evaluate(smoke_run, "nll", data_dir=data_dir, output_json=str(tmp_path / "nll.json"),
+                             **dataclasses.asdict(SMALL_CONFIG))
     evaluation = _events(os.path.join(smoke_run, "eval"))
     assert evaluation["eval/nll/nll_nats"][-1] == (150, pytest.approx(result["nll_nats"]))
     assert "eval/nll/nll_stderr" not in evaluation and "eval/nll/num_examples" not in evaluation

@@ -13,11 +13,18 @@ Layout (data → nets → models → tasks and objectives → training / evaluat
   vma_tf.evaluation  eval.py's modes; vma_tf.export the SavedModel; vma_tf.serving an export
                      from NumPy.
 
-From Python: `vma_tf.load(path)` opens an export (`ExportedModel`: sample, log_likelihood,
-address_posterior, attention), and `vma_tf.preprocess(drawing, size)` turns a drawing into a
-model input. Importing vma_tf does not import TensorFlow; `load` does.
+From Python:
+  vma_tf.load(path)            an export (`ExportedModel`: sample, log_likelihood,
+                               address_posterior, attention), NumPy in and out.
+  vma_tf.preprocess(d, size)   a drawing (file, PIL image or array) as a model input.
+  RunConfig.from_flagfile(path, **overrides), vma_tf.train(config), vma_tf.evaluate(logdir,
+  mode, ...): what train.py and eval.py do, returning what they write.
+Importing vma_tf does not import TensorFlow; the functions that need it do.
 """
 
+from __future__ import annotations
+
+from vma_tf.config import EvalConfig, RunConfig
 from vma_tf.data.drawings import preprocess
 from vma_tf.errors import UserInputError
 
@@ -29,4 +36,27 @@ def load(path):
     return load_export(path)
 
 
-__all__ = ["UserInputError", "load", "preprocess"]
+def train(config: RunConfig) -> dict[str, float]:
+    """Trains (or resumes) the run `config` describes, as train.py does; returns the last row it
+    wrote to metrics.jsonl (empty when the run had already reached its steps)."""
+    from vma_tf import training
+
+    return training.train(config)
+
+
+def evaluate(
+    logdir: str, mode: str, data_dir: str | None = None, output_json: str | None = None, **settings
+) -> dict:
+    """Evaluates the newest checkpoint of the run in `logdir` as `eval.py --mode=<mode>` does, with
+    EvalConfig's fields as settings (`num_importance_samples=100`, `classes=(1, 2)`); returns the
+    result it writes to output_json (default LOGDIR/eval/<mode>.json)."""
+    from vma_tf.evaluation import runner
+
+    try:
+        config = EvalConfig(**settings)
+    except TypeError as e:
+        raise UserInputError(f"unknown evaluation setting: {e}") from None
+    return runner.run_evaluation(logdir, mode, config, data_dir=data_dir, output_json=output_json)
+
+
+__all__ = ["EvalConfig", "RunConfig", "UserInputError", "evaluate", "load", "preprocess", "train"]

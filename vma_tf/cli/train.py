@@ -4,6 +4,8 @@ or `vma-train ...` once the package is installed.
 Rerunning the same command resumes from the latest checkpoint in --logdir.
 """
 
+import contextlib
+import copy
 import dataclasses
 import os
 import signal
@@ -189,27 +191,58 @@ flags.DEFINE_bool(
 FLAGS = flags.FLAGS
 
 
-def run_config():
-    lists = integer_lists(FLAGS, ("poison_steps", "mlp_units", "learning_rate_boundaries"))
+def run_config(values: flags.FlagValues = FLAGS) -> RunConfig:
+    """The RunConfig that parsed flag values (the command line's, by default) describe."""
+    lists = integer_lists(values, ("poison_steps", "mlp_units", "learning_rate_boundaries"))
     try:
-        rates = tuple(float(value) for value in FLAGS.learning_rate_values)
+        rates = tuple(float(value) for value in values.learning_rate_values)
     except ValueError as e:
         raise UserInputError(f"--learning_rate_values takes comma-separated numbers ({e})") from e
     train = dataclasses.replace(
-        from_flag_values(TrainConfig, FLAGS), poison_steps=lists["poison_steps"],
+        from_flag_values(TrainConfig, values), poison_steps=lists["poison_steps"],
         learning_rate_boundaries=lists["learning_rate_boundaries"], learning_rate_values=rates,
     )
-    data = from_flag_values(DataConfig, FLAGS)
+    data = from_flag_values(DataConfig, values)
     # config.json stores them resolved: eval.py finds the data from any working directory.
     folders = ("data_dir", "cache_dir")
     data = dataclasses.replace(data, **{name: os.path.abspath(getattr(data, name)) for name in folders
                                         if getattr(data, name)})
     return RunConfig(
         data=data,
-        episodes=from_flag_values(EpisodeConfig, FLAGS),
-        model=dataclasses.replace(from_flag_values(ModelConfig, FLAGS, name=FLAGS.model), mlp_units=lists["mlp_units"]),
+        episodes=from_flag_values(EpisodeConfig, values),
+        model=dataclasses.replace(
+            from_flag_values(ModelConfig, values, name=values.model), mlp_units=lists["mlp_units"]
+        ),
         train=train,
     )
+
+
+def run_config_from_flagfile(path: str, **overrides) -> RunConfig:
+    """The RunConfig of `train.py --flagfile=path --name=value ...` for each override (lists may be
+    Python lists), parsed into a copy of this command's flags: the command line's are untouched.
+    A flagfile's own --flagfile lines are read relative to its folder; the overrides' paths
+    relative to the working directory."""
+    if not os.path.isfile(path):
+        raise UserInputError(f"no flagfile {path}")
+    values = flags.FlagValues()
+    for flag in FLAGS.get_flags_for_module(__name__):
+        values[flag.name] = copy.deepcopy(flag)
+    unknown = sorted(set(overrides) - set(values))
+    if unknown:
+        raise UserInputError(f"unknown setting(s) {', '.join(unknown)}: pass train.py's flag names")
+
+    def argument(name: str, value) -> str:
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        return f"--{name}={str(value).lower() if isinstance(value, bool) else value}"
+
+    try:
+        with contextlib.chdir(os.path.dirname(os.path.abspath(path))):
+            values(["train.py", f"--flagfile={os.path.basename(path)}"])
+        values(["train.py", *(argument(name, value) for name, value in overrides.items())])
+    except flags.Error as e:
+        raise UserInputError(str(e)) from None
+    return run_config(values)
 
 
 def main(argv):
