@@ -97,31 +97,34 @@ def test_eval_export_replaces_the_saved_model_and_lists_its_signatures(smoke_run
 
 
 @pytest.mark.slow
-def test_saved_model_cli_runs_every_signature_as_tf_saved_model_load_does(saved_model, tmp_path):
-    """saved_model_cli loads through the TF1 loader, as TensorFlow Serving does. (test_models.py runs
-    that loader in-process on every model's export; this is the command a user types.)"""
-    model = tf.saved_model.load(saved_model)
+@pytest.mark.parametrize("name", ["vma", "gmn", "soft_attention", "vae"])
+def test_saved_model_cli_runs_every_signature_as_tf_saved_model_load_does(name, saved_model, baseline_runs, tmp_path):
+    """saved_model_cli loads through the TF1 loader, as TensorFlow Serving does."""
+    path = saved_model if name == "vma" else os.path.join(baseline_runs[name], SAVED_MODEL_DIR)
+    model = tf.saved_model.load(path)
     arrays = {"x": _images(2, 4), "memory": _images(3, 5)}
-    arrays.update({k: v.numpy() for k, v in model.signatures["encode_memory"](memory=arrays["memory"]).items()})
-    for name, array in arrays.items():
-        np.save(tmp_path / f"{name}.npy", array)
+    if "encode_memory" in model.signatures:
+        arrays.update({k: v.numpy() for k, v in model.signatures["encode_memory"](memory=arrays["memory"]).items()})
+    for array_name, array in arrays.items():
+        np.save(tmp_path / f"{array_name}.npy", array)
     scalars = {"num_samples": 4, "seed": 1}
-    for name, function in model.signatures.items():
+    for signature, function in model.signatures.items():
         arguments = function.structured_input_signature[1]
-        outdir = tmp_path / name
+        outdir = tmp_path / signature
         command = [
-            "saved_model_cli", "run", "--dir", saved_model, "--tag_set", "serve", "--signature_def", name,
+            "saved_model_cli", "run", "--dir", path, "--tag_set", "serve", "--signature_def", signature,
             "--outdir", str(outdir),
-            "--inputs", ";".join(f"{arg}={tmp_path / arg}.npy" for arg in arguments if arg in arrays),
         ]
+        if any(arg in arrays for arg in arguments):
+            command += ["--inputs", ";".join(f"{arg}={tmp_path / arg}.npy" for arg in arguments if arg in arrays)]
         if any(arg in scalars for arg in arguments):
             command += ["--input_exprs", ";".join(f"{arg}={scalars[arg]}" for arg in arguments if arg in scalars)]
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, f"{name}: {result.stderr[-2000:]}"
+        assert result.returncode == 0, f"{signature}: {result.stderr[-2000:]}"
         expected = function(**{arg: tf.constant(arrays[arg] if arg in arrays else scalars[arg]) for arg in arguments})
         for key, value in expected.items():
             np.testing.assert_allclose(np.load(outdir / f"{key}.npy"), value.numpy(), rtol=1e-5, atol=1e-6,
-                                       err_msg=f"{name}/{key}")
+                                       err_msg=f"{signature}/{key}")
 
 
 @pytest.mark.slow
