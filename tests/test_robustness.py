@@ -49,15 +49,22 @@ def test_an_incompatible_logdir_is_refused_and_left_alone(data_dir, cache_dir, t
     run_train(*common)
     with open(tmp_path / "config.json") as f:
         before = f.read()
-    result = run_train(*common, "--latent_dim=5", "--steps=6", check=False)
-    assert result.returncode == 1
-    assert _last_error_line(result) == (
-        f"train.py: error: --latent_dim=5 but the checkpoint in {tmp_path} was trained with --latent_dim=4; "
-        "use another --logdir or the same setting"
-    )
-    with open(tmp_path / "config.json") as f:
-        assert f.read() == before
-    assert model_weights(str(tmp_path))[1] == 3
+    # Any setting of the experiment, not only the model's: the data, the episodes, the optimiser,
+    # the seed (a changed --learning_rate used to be recorded and ignored by the restored Adam).
+    for flag, stored in [("--latent_dim=5", "4"), ("--seed=1", "0"), ("--learning_rate=0.01", "0.0003"),
+                         ("--split=lake", "45_5"), ("--num_samples=3", "4"), ("--memory_per_class=3", "2"),
+                         ("--learning_rate_boundaries=2", ""), ("--weight_decay=0.1", "0.0")]:
+        extra = ["--learning_rate_values=1e-4"] if "boundaries" in flag else []
+        result = run_train(*common, flag, *extra, "--steps=6", check=False)
+        assert result.returncode == 1
+        name, value = flag.split("=")
+        assert _last_error_line(result) == (
+            f"train.py: error: {flag} but the checkpoint in {tmp_path} was trained with {name}={stored}; "
+            "use another --logdir or the same setting"
+        )
+        with open(tmp_path / "config.json") as f:
+            assert f.read() == before
+        assert model_weights(str(tmp_path))[1] == 3
 
 
 def _start(args):

@@ -188,20 +188,39 @@ def restore_model(logdir: str) -> tuple[RunConfig, keras.Model, int]:
     return config, model, int(step.numpy())
 
 
+# The settings a resumed run may change: where things are and how often they are logged, saved and
+# dispatched. Every other setting is part of the experiment.
+RESUMABLE_SETTINGS = {
+    "data": ("data_dir", "cache_dir"),
+    "train": ("logdir", "steps", "log_every", "checkpoint_every", "max_checkpoints", "image_summary_every", "export",
+              "steps_per_call", "strategy", "max_nonfinite_steps", "poison_steps"),
+}
+
+
 def check_compatible(config: RunConfig) -> None:
-    """Raises UserInputError when `config.train.logdir` holds a run whose model differs from
-    `config.model`: restoring it would fail or be partial, and continuing would overwrite it."""
+    """Raises UserInputError when `config.train.logdir` holds a run that `config` would change
+    beyond RESUMABLE_SETTINGS (the model, the data, the episodes, the optimiser, the seed...):
+    continuing would train a different experiment under the stored config.json, or fail to restore."""
     logdir = config.train.logdir
     if not checkpoint_prefixes(checkpoint_dir(logdir)):
         return
     if not os.path.isfile(os.path.join(logdir, CONFIG_FILE)):
         raise UserInputError(f"{logdir} holds checkpoints but no {CONFIG_FILE}; use another --logdir")
-    stored = read_run_config(logdir).model
-    for field in dataclasses.fields(stored):
-        old, new = getattr(stored, field.name), getattr(config.model, field.name)
-        flag = "model" if field.name == "name" else field.name  # ModelConfig.name is set by --model
-        if old != new:
+    stored = read_run_config(logdir)
+    for section in dataclasses.fields(stored):
+        kept, given = getattr(stored, section.name), getattr(config, section.name)
+        for field in dataclasses.fields(kept):
+            old, new = getattr(kept, field.name), getattr(given, field.name)
+            if old == new or field.name in RESUMABLE_SETTINGS.get(section.name, ()):
+                continue
+            flag = "model" if (section.name, field.name) == ("model", "name") else field.name
             raise UserInputError(
-                f"--{flag}={new} but the checkpoint in {logdir} was trained with --{flag}={old}; "
-                "use another --logdir or the same setting"
+                f"--{flag}={_flag_value(new)} but the checkpoint in {logdir} was trained with "
+                f"--{flag}={_flag_value(old)}; use another --logdir or the same setting"
             )
+
+
+def _flag_value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
