@@ -81,3 +81,15 @@ def test_console_scripts_name_the_entry_points():
         program = f"import sys; from {module} import {function}; sys.argv = [{name!r}, '--helpfull']; {function}()"
         shown = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=120)
         assert f"USAGE: {name}" in shown.stdout and "--[no]verbose" in shown.stdout, (name, shown.stderr[-1000:])
+
+
+def test_help_lists_each_commands_own_flags_and_exits_0():
+    expected = {"train.py": ("--flagfile", "--learning_rate_boundaries", "--gmn_matching"),
+                "eval.py": ("--mode", "--per_class", "--probe_episodes"),
+                "sample.py": ("--saved_model", "--samples_per_image")}
+    for script, names in expected.items():
+        result = subprocess.run([sys.executable, os.path.join(REPO, script), "--help"], cwd=REPO,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert all(f"  {name}:" in result.stdout or name == "--flagfile" for name in names), script
+        assert "(default:" in result.stdout and "--flagfile=FILE" in result.stdout

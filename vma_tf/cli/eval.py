@@ -16,6 +16,7 @@ import sys
 
 from absl import app, flags, logging
 
+from vma_tf.cli import commands
 from vma_tf.cli.tensorflow_logs import VERBOSE_HELP, quiet_tensorflow
 from vma_tf.config import SEQUENCE_SAMPLINGS, EvalConfig, from_flag_values, integer_lists
 from vma_tf.errors import UserInputError
@@ -125,7 +126,7 @@ def main(argv):
 
 def run() -> None:
     """The `vma-eval` command."""
-    app.run(main)
+    commands.run(main, __name__, __doc__)
 
 
 if __name__ == "__main__":

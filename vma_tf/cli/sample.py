@@ -27,6 +27,7 @@ import numpy as np
 from absl import app, flags, logging
 from PIL import Image
 
+from vma_tf.cli import commands
 from vma_tf.cli.tensorflow_logs import VERBOSE_HELP, quiet_tensorflow
 from vma_tf.data.drawings import preprocess
 from vma_tf.errors import UserInputError
@@ -155,7 +156,7 @@ def draw_grid() -> None:
 
 def run() -> None:
     """The `vma-sample` command."""
-    app.run(main)
+    commands.run(main, __name__, __doc__)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import sys
 
 from absl import app, flags
 
+from vma_tf.cli import commands
 from vma_tf.cli.tensorflow_logs import VERBOSE_HELP, quiet_tensorflow
 from vma_tf.config import (
     SEQUENCE_SAMPLINGS,
@@ -266,7 +267,7 @@ def main(argv):
 
 def run() -> None:
     """The `vma-train` command."""
-    app.run(main)
+    commands.run(main, __name__, __doc__)
 
 
 if __name__ == "__main__":
