@@ -85,7 +85,7 @@ def test_console_scripts_name_the_entry_points():
 
 def test_help_lists_each_commands_own_flags_and_exits_0():
     expected = {"train.py": ("--flagfile", "--learning_rate_boundaries", "--gmn_matching"),
-                "eval.py": ("--mode", "--per_class", "--probe_episodes"),
+                "eval.py": ("--mode", "--[no]per_class", "--probe_episodes"),
                 "sample.py": ("--saved_model", "--samples_per_image")}
     for script, names in expected.items():
         result = subprocess.run([sys.executable, os.path.join(REPO, script), "--help"], cwd=REPO,
