@@ -410,3 +410,18 @@ def test_a_resumed_run_removes_its_own_temporaries_and_nothing_else(data_dir, ca
     assert "training from step 1 to 2" in result.stderr
     assert sorted(p.name for p in logdir.iterdir() if p.name.endswith(".tmp")) == []
     assert (checkpoints / "notes_temp").is_dir() and not (checkpoints / "ckpt-9_temp").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_outputs_take_the_users_umask(umask, tmp_path):
+    """tempfile makes 0600 files and 0700 folders; a run's files and its export are made the usual way."""
+    from vma_tf import files
+
+    previous = os.umask(umask)
+    try:
+        files.write_atomically(str(tmp_path / "config.json"), "{}")
+        folder = files.temporary_folder_beside(str(tmp_path / "saved_model"))
+    finally:
+        os.umask(previous)
+    assert os.stat(tmp_path / "config.json").st_mode & 0o777 == 0o666 & ~umask
+    assert os.stat(folder).st_mode & 0o777 == 0o777 & ~umask

@@ -35,11 +35,21 @@ def require_writable(folder: str) -> None:
         raise StorageError(f"cannot write in {folder} ({e.strerror or e})") from None
 
 
+def with_umask_mode(path: str) -> str:
+    """`path` (made by tempfile, which gives 0600 files and 0700 folders) with the mode of a file
+    or folder created the usual way, under the user's umask: a serving account can read an export."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
+    return path
+
+
 def write_atomically(path: str, text: str) -> None:
     """Replaces `path` by `text` in one step: readers see the old file or the new one, never a part."""
     directory, name = os.path.split(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=f"{name}.", suffix=TEMPORARY_SUFFIX)
     try:
+        with_umask_mode(temporary)
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(temporary, path)
@@ -50,9 +60,9 @@ def write_atomically(path: str, text: str) -> None:
 
 
 def temporary_folder_beside(path: str) -> str:
-    """A new, empty folder named `<path>.<random>.tmp` beside `path`."""
+    """A new, empty folder named `<path>.<random>.tmp` beside `path`, with the umask's mode."""
     directory, name = os.path.split(os.path.abspath(path))
-    return tempfile.mkdtemp(dir=directory, prefix=f"{name}.", suffix=TEMPORARY_SUFFIX)
+    return with_umask_mode(tempfile.mkdtemp(dir=directory, prefix=f"{name}.", suffix=TEMPORARY_SUFFIX))
 
 
 def remove_stale_temporaries(folder: str, owners: tuple[str, ...]) -> list[str]:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from vma_tf import files
 from vma_tf.files import TEMPORARY_SUFFIX
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def load_or_build(
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), suffix=TEMPORARY_SUFFIX)
     try:
+        files.with_umask_mode(tmp_path)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp_path, path)
