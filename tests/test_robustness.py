@@ -425,3 +425,27 @@ def test_outputs_take_the_users_umask(umask, tmp_path):
         os.umask(previous)
     assert os.stat(tmp_path / "config.json").st_mode & 0o777 == 0o666 & ~umask
     assert os.stat(folder).st_mode & 0o777 == 0o777 & ~umask
+
+
+@pytest.mark.slow
+def test_a_checkpoint_rotated_out_while_eval_reads_it_is_replaced_by_the_newest(smoke_run, monkeypatch):
+    """A training run deletes old checkpoints; restore_model picks the newest again (as many times as
+    it takes, within reason) instead of ending in NotFoundError."""
+    real_restore, calls = checkpoints.restore, []
+
+    def rotated_once(checkpoint, prefix, described_by):
+        calls.append(prefix)
+        if len(calls) == 1:
+            raise tf.errors.NotFoundError(None, None, f"{prefix}.index: no such file")
+        real_restore(checkpoint, prefix, described_by)
+
+    monkeypatch.setattr(checkpoints, "restore", rotated_once)
+    _, _, step = checkpoints.restore_model(smoke_run)
+    assert step == 150 and len(calls) == 2
+
+    def always_rotated(checkpoint, prefix, described_by):
+        raise tf.errors.NotFoundError(None, None, "gone")
+
+    monkeypatch.setattr(checkpoints, "restore", always_rotated)
+    with pytest.raises(UserInputError, match="were replaced faster than they could be read"):
+        checkpoints.restore_model(smoke_run)

@@ -29,6 +29,7 @@ METRICS_FILE = "metrics.jsonl"
 # any other entry means the folder is not (only) a run's, and training refuses to touch it.
 RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, files.LOCK_FILE, "checkpoints", "saved_model", "eval")
 DAMAGED_SUFFIX = ".damaged"
+ROTATION_RETRIES = 5
 # The model configuration a checkpoint was trained with, stored in it as JSON (since 2026-11-23).
 MODEL_CONFIG_KEY = "model_config/.ATTRIBUTES/VARIABLE_VALUE"
 logger = logging.getLogger(__name__)
@@ -175,17 +176,25 @@ def restore_model(logdir: str) -> tuple[RunConfig, keras.Model, int]:
     Returns (the run's config, the model in float32, the checkpoint's training step).
     """
     config = read_run_config(logdir)
-    latest = newest_whole_checkpoint(checkpoint_dir(logdir), set_aside=False)
-    if latest is None:
-        raise UserInputError(f"no checkpoint in {checkpoint_dir(logdir)} reads back whole")
     described_by = os.path.join(logdir, CONFIG_FILE)
-    require_trained_model(latest, config.model, described_by)
     # Evaluation runs in float32 whatever the training precision: the weights are float32 anyway.
     keras.mixed_precision.set_global_policy("float32")
     model = build_model(config.model)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    restore(tf.train.Checkpoint(model=model, step=step), latest, described_by)
-    return config, model, int(step.numpy())
+    # A run that is training may rotate the chosen checkpoint out before it is read: then the newest
+    # one is chosen again.
+    for attempt in range(ROTATION_RETRIES):
+        latest = newest_whole_checkpoint(checkpoint_dir(logdir), set_aside=False)
+        if latest is None:
+            raise UserInputError(f"no checkpoint in {checkpoint_dir(logdir)} reads back whole")
+        try:
+            require_trained_model(latest, config.model, described_by)
+            restore(tf.train.Checkpoint(model=model, step=step), latest, described_by)
+            return config, model, int(step.numpy())
+        except tf.errors.NotFoundError:
+            logger.warning("checkpoint %s went away while it was read (attempt %d)", latest, attempt + 1)
+    raise UserInputError(f"the checkpoints in {checkpoint_dir(logdir)} were replaced faster than they could be read "
+                         f"({ROTATION_RETRIES} tries); evaluate a copy of the run, or raise --checkpoint_every")
 
 
 # The settings a resumed run may change: where things are and how often they are logged, saved and
