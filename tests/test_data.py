@@ -1,8 +1,10 @@
 """Omniglot preprocessing, splits, caching and bad archives."""
 
+import io
 import os
 import shutil
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -193,3 +195,38 @@ def test_a_missing_or_damaged_gmn_file_is_refused_in_one_line(damage, message, g
 def test_the_gmn_dataset_refuses_settings_it_cannot_serve(overrides, message, tmp_path):
     with pytest.raises(UserInputError, match=message):
         labelled.load_splits(_gmn_config(**{"data_dir": str(tmp_path), **overrides}))
+
+
+def _tiny_archive(path, top_folder, character_id, deflate_garbage=False):
+    """A zip laid out like Omniglot's: <top>/<alphabet>/<character>/<id>_<drawer>.png."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((105, 105), 255, np.uint8)).save(buffer, format="PNG")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for drawer in (1, 2):
+            archive.writestr(f"{top_folder}/Alpha/character01/{character_id:04d}_{drawer:02d}.png", buffer.getvalue())
+    if deflate_garbage:  # the local header stays, the compressed stream does not inflate
+        data = bytearray(path.read_bytes())
+        start = data.index(b".png") + 4
+        data[start + 10 : start + 40] = bytes(range(30))
+        path.write_bytes(bytes(data))
+
+
+def test_swapped_archives_are_refused_by_their_contents(tmp_path):
+    root = tmp_path / "omniglot"
+    root.mkdir()
+    _tiny_archive(root / "images_background.zip", "images_evaluation", 2)
+    _tiny_archive(root / "images_evaluation.zip", "images_background", 1)
+    with pytest.raises(UserInputError, match="images_background.zip holds images_evaluation/, not images_background/: "
+                                             "the Omniglot archives are swapped"):
+        omniglot.load_splits(DataConfig(data_dir=str(tmp_path), cache_dir=str(tmp_path), split="lake"))
+
+
+def test_a_corrupt_deflate_stream_is_named(tmp_path):
+    root = tmp_path / "omniglot"
+    root.mkdir()
+    _tiny_archive(root / "images_background.zip", "images_background", 1, deflate_garbage=True)
+    _tiny_archive(root / "images_evaluation.zip", "images_evaluation", 2)
+    with pytest.raises(UserInputError, match="corrupt Omniglot archive .*images_background.zip"):
+        omniglot.load_splits(DataConfig(data_dir=str(tmp_path), cache_dir=str(tmp_path), split="lake"))

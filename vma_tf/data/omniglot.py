@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import zipfile
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -129,6 +130,10 @@ def _records_from_archives(sources: list[str]) -> Iterator[_Record]:
         archive = os.path.basename(source).removesuffix(".zip")
         for name, data in _png_files(source):
             parts = name.replace(os.sep, "/").split("/")
+            # A zip's role comes from its contents: its top folder is images_background or _evaluation.
+            if source.endswith(".zip") and len(parts) == 4 and parts[0] != archive:
+                raise UserInputError(f"{source} holds {parts[0]}/, not {archive}/: the Omniglot archives are "
+                                     "swapped or renamed (the Lake split would swap train and test)")
             stem = parts[-1].removesuffix(".png")
             try:
                 character_id = int(stem.split("_")[0]) - 1
@@ -160,7 +165,7 @@ def _png_files(source: str) -> Iterator[tuple[str, bytes]]:
             _check_no_empty_class(source, folders, {os.path.dirname(n) for n in pngs})
             for name in pngs:
                 yield name, archive.read(name)
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
         raise UserInputError(f"corrupt Omniglot archive {source}: {e}") from None
 
 
