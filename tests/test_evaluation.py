@@ -225,6 +225,9 @@ def test_curves_draw_the_training_metrics(smoke_run, tmp_path):
     (logdir / "metrics.jsonl").write_text('{"step": 1, "loss_n\n' + rows)
     with pytest.raises(UserInputError, match="metrics.jsonl: line 1 is not JSON"):
         runner.training_curves(str(logdir))
+    (logdir / "metrics.jsonl").write_text(rows + '{"loss_nats": 1.0}\n' + rows)
+    with pytest.raises(UserInputError, match=r"metrics.jsonl: line \d+ is not a metrics row"):
+        runner.training_curves(str(logdir))
     with pytest.raises(UserInputError, match=f"no training metrics in {tmp_path}: .* is missing"):
         runner.training_curves(str(tmp_path))
 
@@ -246,6 +249,8 @@ def test_same_seed_same_numbers(smoke_run, data_dir, cache_dir, tmp_path):
         (["--mode=conditional", "--classes=1,200"], "--classes=200 needs 200 classes but the test split has 144"),
         (["--mode=classification", "--classification_tasks=5way"], "named like 5way1shot"),
         (["--mode=conditional", "--shots=20"], r"--shots must lie in 0\.\.19"),
+        (["--seed=-1"], r"--seed must lie in 0\.\.2\*\*31-1"),
+        (["--seed=4294967296"], r"--seed must lie in 0\.\.2\*\*31-1"),
     ],
 )
 def test_bad_input_ends_with_one_line_error(flags, message, smoke_run, data_dir, cache_dir):

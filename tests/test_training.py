@@ -74,6 +74,7 @@ def model_weights(logdir):
         (["--mlp_units=256,x"], "--mlp_units takes comma-separated integers"),
         (["--dataset=mnist", "--image_size=28"], "--memory=few_shot needs labelled classes"),
         (["--memory=recall", "--memory_dim=8"], "--memory_dim .* needs --memory=learned"),
+        (["--memory=learned", "--memory_dim=-1"], "--memory_dim must not be negative"),
         (["--memory=learned", "--memory_dim=8"], "--memory_dim .* needs --model_arch=mlp"),
         (["--memory=learned", "--memory_dim=8", "--model_arch=mlp"], "need --tie_embeddings=false"),
         (["--memory=recall", "--memory_size=30000"], "--memory_size=30000 but the training split has 29580 images"),

@@ -104,7 +104,9 @@ def _validate_model(config: RunConfig) -> None:
             f"--num_samples must be at least {entry.min_num_samples} for --model={model.name}"
             + (" (VIMCO)" if entry.min_num_samples > 1 else "") + f", got {config.train.num_samples}"
         )
-    if model.memory_dim < 0 or (model.memory_dim and model.memory != "learned"):
+    if model.memory_dim < 0:
+        raise UserInputError(f"--memory_dim must not be negative (0: image entries), got {model.memory_dim}")
+    if model.memory_dim and model.memory != "learned":
         raise UserInputError("--memory_dim (vector memory entries) needs --memory=learned; 0 means image entries")
     if model.memory_dim and model.model_arch != "mlp":
         raise UserInputError("--memory_dim (vector memory entries) needs --model_arch=mlp; conv nets read images")
@@ -434,7 +436,9 @@ def _train(config: RunConfig, trainer: Trainer, dataset_from) -> dict[str, float
         if train_config.max_nonfinite_steps and longest >= train_config.max_nonfinite_steps:
             raise RunDivergedError(
                 f"step {step}: the loss or its gradient was not finite for {longest} steps in a row "
-                f"(--max_nonfinite_steps); kept the last checkpoint, {trainer.manager.latest_checkpoint}"
+                "(--max_nonfinite_steps); "
+                + (f"kept the last checkpoint, {trainer.manager.latest_checkpoint}"
+                   if trainer.manager.latest_checkpoint else "no checkpoint had been saved yet")
             )
 
     # The first row after a (re)start times one step and its graph tracing: no ETA from it.

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 def validate(config: EvalConfig) -> None:
     """Raises UserInputError for settings that cannot work, before any model or data is loaded."""
+    if not 0 <= config.seed < 2**31:
+        raise UserInputError(f"--seed must lie in 0..2**31-1 (stateless seeds are int32), got {config.seed}")
     if config.memory_size < 0:
         raise UserInputError(f"--memory_size must be positive (or 0: the run's), got {config.memory_size}")
     require_positive({
@@ -140,10 +142,14 @@ def training_curves(logdir: str, output_json: str | None = None) -> str:
     rows = []
     for number, line in enumerate(lines, start=1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             if number < len(lines):  # only the last row can be torn by a crash mid-write
                 raise UserInputError(f"{path}: line {number} is not JSON") from None
+            continue
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            raise UserInputError(f"{path}: line {number} is not a metrics row (an object with an integer \"step\")")
+        rows.append(row)
     if not rows:
         raise UserInputError(f"{path} holds no rows yet")
     has_config = os.path.isfile(os.path.join(logdir, checkpoints.CONFIG_FILE))
