@@ -31,3 +31,10 @@ def test_a_flagfile_reads_as_train_py_reads_it_from_any_folder(tmp_path, monkeyp
 def test_bad_flagfiles_and_settings_are_named(path, overrides, message):
     with pytest.raises(vma_tf.UserInputError, match=message):
         vma_tf.RunConfig.from_flagfile(os.path.join(REPO, path) if path != "missing.flags" else path, **overrides)
+
+
+def test_an_unknown_model_name_is_named_with_the_pretrained_ones(tmp_path):
+    with pytest.raises(vma_tf.UserInputError, match="no-such-model is neither an export folder nor a pretrained model"):
+        vma_tf.load("no-such-model")
+    with pytest.raises(vma_tf.UserInputError, match=f"no SavedModel in {tmp_path}"):
+        vma_tf.load(tmp_path)

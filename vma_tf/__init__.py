@@ -29,11 +29,12 @@ from vma_tf.data.drawings import preprocess
 from vma_tf.errors import UserInputError
 
 
-def load(path):
-    """The export in folder `path`, as a `vma_tf.serving.ExportedModel`."""
+def load(name_or_path):
+    """A pretrained model by name (pretrained/<name>) or the export in a folder, as a
+    `vma_tf.serving.ExportedModel`."""
     from vma_tf.serving import load as load_export
 
-    return load_export(path)
+    return load_export(name_or_path)
 
 
 def train(config: RunConfig) -> dict[str, float]:

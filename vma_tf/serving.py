@@ -113,6 +113,30 @@ def _name(drawing: Drawing, what: str, index: int) -> str:
     return os.fspath(drawing) if isinstance(drawing, (str, os.PathLike)) else f"{what}[{index}]"
 
 
-def load(path: str | os.PathLike) -> ExportedModel:
-    """The export in folder `path` (a logdir's saved_model, or any export of this package)."""
-    return ExportedModel(path)
+# The package's pretrained models: pretrained/<name>/saved_model beside the package, in a clone.
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained")
+
+
+def pretrained_names() -> list[str]:
+    """The names of the pretrained models this clone holds (`pretrained/<name>/saved_model`)."""
+    if not os.path.isdir(PRETRAINED_DIR):
+        return []
+    return sorted(name for name in os.listdir(PRETRAINED_DIR)
+                  if os.path.isfile(os.path.join(PRETRAINED_DIR, name, "saved_model", "saved_model.pb")))
+
+
+def export_path(name_or_path: str | os.PathLike) -> str:
+    """The export folder a pretrained model's name or a path names; UserInputError if neither."""
+    path = os.fspath(name_or_path)
+    if os.path.isdir(path):
+        return path
+    if path in pretrained_names():
+        return os.path.join(PRETRAINED_DIR, path, "saved_model")
+    known = ", ".join(pretrained_names()) or "none in this clone"
+    raise UserInputError(f"{path} is neither an export folder nor a pretrained model (pretrained: {known})")
+
+
+def load(name_or_path: str | os.PathLike) -> ExportedModel:
+    """A pretrained model by name ("vma-omniglot"), or the export in folder `name_or_path` (a logdir's
+    saved_model, or any export of this package)."""
+    return ExportedModel(export_path(name_or_path))

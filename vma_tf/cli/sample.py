@@ -31,9 +31,10 @@ from vma_tf.cli import commands
 from vma_tf.cli.tensorflow_logs import VERBOSE_HELP, quiet_tensorflow
 from vma_tf.data.drawings import preprocess
 from vma_tf.errors import UserInputError
+from vma_tf.serving import export_path
 
-flags.DEFINE_string("saved_model", None, "Directory of a SavedModel written by train.py or eval.py --mode=export.",
-                    required=True)
+flags.DEFINE_string("saved_model", None, "Directory of a SavedModel written by train.py or eval.py --mode=export.")
+flags.DEFINE_string("model", None, "A pretrained model by name (pretrained/<name>), instead of --saved_model.")
 flags.DEFINE_list("memory", None, "Image files or glob patterns (PNG, JPEG, ...): the memory "
                                  "(none for a model with a learned memory).")
 flags.DEFINE_integer("num_samples", 16, "Samples drawn from p(x|M), M every memory image.")
@@ -100,11 +101,14 @@ def draw_grid() -> None:
         raise InputError("--num_samples and --zoom must be positive, --samples_per_image non-negative")
     if FLAGS.samples_per_image and FLAGS["num_samples"].present:
         raise InputError("pass --num_samples (from the whole memory) or --samples_per_image, not both")
-    if not os.path.isfile(os.path.join(FLAGS.saved_model, "saved_model.pb")):
-        raise InputError(f"no SavedModel in {FLAGS.saved_model}")
+    if (FLAGS.saved_model is None) == (FLAGS.model is None):
+        raise InputError("pass --saved_model=FOLDER or --model=NAME (a pretrained model), one of them")
+    path = FLAGS.saved_model if FLAGS.model is None else export_path(FLAGS.model)
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise InputError(f"no SavedModel in {path}")
     with quiet_tensorflow(FLAGS.verbose):
         import tensorflow as tf
-    model = tf.saved_model.load(FLAGS.saved_model)
+    model = tf.saved_model.load(path)
     sample = model.signatures["sample"]
     size = model.signatures["log_likelihood"].structured_input_signature[1]["x"].shape[1]
     count, seed = tf.constant(FLAGS.num_samples), tf.constant(FLAGS.seed)
