@@ -1,0 +1,115 @@
+"""Scores a VMA export on few-shot Omniglot with its own reader, independent of vma_tf:
+
+    python bench/check_pretrained.py --saved_model=pretrained/vma-omniglot/saved_model \
+        --data_dir=../shared/data [--output=bench/results/pretrained_vma-omniglot.json]
+
+`import vma_tf` is made impossible before anything else. The script reads the 45/5 split's five
+test alphabets (Rezende et al. 2016, the VMA paper's section 4.2) straight from Omniglot's
+archive, preprocesses them as the paper says (the top-left 104x104 of each 105x105 drawing, ink
+= grey < 128, 4x4 max-pooled to 26x26), and calls the SavedModel's signatures alone:
+
+- NLL: episodes of 8 test characters, 4 target drawings and 4 other drawings of each in memory
+  (omniglot.flags' test batches), `log_likelihood` with K importance samples; the mean over all
+  targets in nats, with its standard error.
+- N-way 1-shot classification: one drawing of each of N characters in memory, one other
+  drawing of each as the query; the predicted class is the argmax of `address_posterior`.
+
+It exits 1 when a number misses the bar given by --max_nll, --min_5way1shot, --min_20way1shot
+(the paper's 68.8 nats, 0.91 and 0.77, with room for noise).
+"""
+
+import argparse
+import io
+import json
+import os
+import sys
+import zipfile
+
+sys.modules["vma_tf"] = None  # the reader must not lean on the package it checks
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
+
+TEST_ALPHABETS = ("Tengwar", "Sylheti", "Tibetan", "Syriac_(Serto)", "ULOG")
+
+
+def test_characters(data_dir: str) -> np.ndarray:
+    """float32 [C, 20, 26, 26, 1]: the 45/5 test characters' drawings, ink = 1."""
+    characters = {}
+    for archive_name in ("images_background.zip", "images_evaluation.zip"):
+        with zipfile.ZipFile(os.path.join(data_dir, "omniglot", archive_name)) as archive:
+            for name in sorted(archive.namelist()):
+                parts = name.split("/")
+                if not name.endswith(".png") or parts[1] not in TEST_ALPHABETS:
+                    continue
+                grey = np.asarray(Image.open(io.BytesIO(archive.read(name))).convert("L"))
+                ink = grey[:104, :104] < 128
+                pooled = ink.reshape(26, 4, 26, 4).max(axis=(1, 3))
+                characters.setdefault(f"{parts[1]}/{parts[2]}", []).append(pooled)
+    return np.asarray([drawings for _, drawings in sorted(characters.items())], np.float32)[..., np.newaxis]
+
+
+def nll(model, characters: np.ndarray, episodes: int, samples: int, rng: np.random.Generator) -> dict:
+    values = []
+    for _ in range(episodes):
+        chosen = rng.choice(len(characters), 8, replace=False)
+        drawings = np.stack([characters[c][rng.permutation(characters.shape[1])[:8]] for c in chosen])
+        targets, memory = drawings[:, :4].reshape(-1, 26, 26, 1), drawings[:, 4:].reshape(-1, 26, 26, 1)
+        values.append(model.signatures["log_likelihood"](
+            x=tf.constant(targets), memory=tf.constant(memory), num_samples=tf.constant(samples))["nll_nats"].numpy())
+    values = np.concatenate(values).astype(np.float64)
+    return {"nll_nats": float(values.mean()), "nll_stderr": float(values.std(ddof=1) / np.sqrt(len(values))),
+            "num_targets": len(values), "num_importance_samples": samples}
+
+
+def one_shot_accuracy(model, characters: np.ndarray, ways: int, episodes: int, rng: np.random.Generator) -> float:
+    correct = 0
+    for _ in range(episodes):
+        chosen = rng.choice(len(characters), ways, replace=False)
+        pairs = np.stack([characters[c][rng.permutation(characters.shape[1])[:2]] for c in chosen])
+        probs = model.signatures["address_posterior"](x=tf.constant(pairs[:, 1]), memory=tf.constant(pairs[:, 0]))
+        correct += int((probs["probs"].numpy().argmax(axis=1) == np.arange(ways)).sum())
+    return correct / (ways * episodes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--saved_model", required=True)
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--output", default=None)
+    parser.add_argument("--num_importance_samples", type=int, default=200)
+    parser.add_argument("--nll_episodes", type=int, default=32)
+    parser.add_argument("--classification_episodes", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max_nll", type=float, default=71.0)
+    parser.add_argument("--min_5way1shot", type=float, default=0.88)
+    parser.add_argument("--min_20way1shot", type=float, default=0.72)
+    args = parser.parse_args()
+
+    model = tf.saved_model.load(args.saved_model)
+    characters = test_characters(args.data_dir)
+    rng = np.random.default_rng(args.seed)
+    result = {
+        "saved_model": args.saved_model,
+        "test_characters": len(characters),
+        **nll(model, characters, args.nll_episodes, args.num_importance_samples, rng),
+        "5way1shot": one_shot_accuracy(model, characters, 5, args.classification_episodes, rng),
+        "20way1shot": one_shot_accuracy(model, characters, 20, args.classification_episodes, rng),
+        "classification_episodes": args.classification_episodes,
+        "seed": args.seed,
+    }
+    bars = {"nll_nats": result["nll_nats"] <= args.max_nll, "5way1shot": result["5way1shot"] >= args.min_5way1shot,
+            "20way1shot": result["20way1shot"] >= args.min_20way1shot}
+    result["bars"] = {"max_nll": args.max_nll, "min_5way1shot": args.min_5way1shot,
+                      "min_20way1shot": args.min_20way1shot, "met": bars}
+    print(json.dumps(result, indent=1))
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=1)
+    if not all(bars.values()):
+        sys.exit(f"check_pretrained.py: missed: {', '.join(name for name, ok in bars.items() if not ok)}")
+
+
+if __name__ == "__main__":
+    main()
