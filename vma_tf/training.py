@@ -459,6 +459,9 @@ def _train(config: RunConfig, trainer: Trainer, dataset_from) -> dict[str, float
                 trainer.train_steps(batches, tf.constant(count))
             step += count
             window_steps += count
+            if step == start + 1:
+                # The first call after a (re)start traces the graph: its time is not a training rate.
+                window_start, window_steps = time.perf_counter(), 0
             # Rows at multiples of --log_every, and at step 1 (a resumed run's first row would be one
             # that an uninterrupted run does not write).
             logs = step % train_config.log_every == 0 or step == 1
@@ -472,10 +475,11 @@ def _train(config: RunConfig, trainer: Trainer, dataset_from) -> dict[str, float
                 trainer.write_images(episode)
             if logs:
                 elapsed = time.perf_counter() - window_start
-                metrics = {"step": step, **trainer.read_metrics(), "steps_per_sec": window_steps / elapsed}
+                rate = window_steps / elapsed if window_steps else None  # None: the window held only the trace
+                metrics = {"step": step, **trainer.read_metrics(), "steps_per_sec": rate}
                 # TensorBoard shows what the console and metrics.jsonl show: means over the window.
                 for name, value in metrics.items():
-                    if name != "step":
+                    if name != "step" and value is not None:
                         tf.summary.scalar(f"train/{name}", value, step=step)
                 tf.summary.scalar("train/learning_rate", trainer.optimizer.learning_rate, step=step)
                 _log_progress(metrics, train_config.steps, trainer.model.DIAGNOSTICS, show_eta=not first_row)
@@ -559,17 +563,17 @@ def _export(config: RunConfig) -> None:
 
 def _log_progress(metrics: dict[str, float], total_steps: int, diagnostics: tuple[str, ...], show_eta: bool) -> None:
     """One console line per metrics row; the ETA from the row's steps/s when `show_eta`."""
-    eta = "—"
-    if show_eta:
-        remaining = int((total_steps - metrics["step"]) / max(metrics["steps_per_sec"], 1e-9))
+    eta, rate = "—", metrics["steps_per_sec"]
+    if show_eta and rate:
+        remaining = int((total_steps - metrics["step"]) / max(rate, 1e-9))
         eta = f"{remaining // 3600}:{remaining % 3600 // 60:02d}:{remaining % 60:02d}"
     diagnostics = "  ".join(f"{name} {metrics[name]:.3f}" for name in diagnostics)
     logger.info(
-        "step %d  loss %.2f nats  recon %.2f  %s  %.2f steps/s  ETA %s",
+        "step %d  loss %.2f nats  recon %.2f  %s  %s steps/s  ETA %s",
         metrics["step"],
         metrics["loss_nats"],
         metrics["recon_nats"],
         diagnostics,
-        metrics["steps_per_sec"],
+        "—" if rate is None else f"{rate:.2f}",
         eta,
     )
