@@ -306,7 +306,8 @@ def classification_markdown(result: dict) -> str:
 SAMPLE_FIGURES = {
     "one_shot": "first column, the only image in memory; then samples from p(x|M)",
     "sequence": "first column, one test sequence x_1, x_2, ... top to bottom; row t (from 0), samples given "
-                "x_1..x_t, the images above it (GMN paper, Figure 2)",
+                "x_1..x_t, the images above it (GMN paper, Figure 2); grey where the model cannot read t "
+                "images (row 0 of every model without a pseudo-input: VMA, soft attention, conditional GMN)",
     "addressing": "a target, then the 5 memory entries with the most posterior mass (q(a|x) for VMA, the "
                   "attention weights for soft attention)",
     "by_address": "each row shares one address a ~ p(a) of the learned memory",
