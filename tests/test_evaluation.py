@@ -365,7 +365,7 @@ def test_the_same_class_mass_of_a_uniform_posterior_is_chance():
             return tf.fill([tf.shape(x)[0], tf.shape(encoded)[0]], 1.0 / tf.cast(tf.shape(encoded)[0], tf.float32))
 
     config = EvalConfig(classes=(1, 2, 4), probe_episodes=3)
-    result = modes._same_class_mass(Uniform(), _characters(), config, "distinct")
+    result = modes._same_class_mass(Uniform(), tf.constant(_characters().images), config, "distinct")
     assert set(result) == {"2", "4"}
     for cell in result.values():
         assert cell["num_positions"] > 0

@@ -49,16 +49,12 @@ FLAGS = flags.FLAGS
 SAMPLES_PER_ROW = 8  # a grid of samples that no memory entry groups
 
 
-class InputError(UserInputError):
-    """A flag or memory file that cannot be used; the message names it."""
-
-
 def memory_paths(patterns: list[str]) -> list[str]:
     paths = []
     for pattern in patterns:
         matches = sorted(glob.glob(pattern))
         if not matches:
-            raise InputError(f"no file matches {pattern}")
+            raise UserInputError(f"no file matches {pattern}")
         paths += matches
     return paths
 
@@ -98,14 +94,14 @@ def main(argv):
 def draw_grid() -> None:
     """Draws the samples the flags ask for and writes the grid to --output."""
     if FLAGS.num_samples < 1 or FLAGS.zoom < 1 or FLAGS.samples_per_image < 0:
-        raise InputError("--num_samples and --zoom must be positive, --samples_per_image non-negative")
+        raise UserInputError("--num_samples and --zoom must be positive, --samples_per_image non-negative")
     if FLAGS.samples_per_image and FLAGS["num_samples"].present:
-        raise InputError("pass --num_samples (from the whole memory) or --samples_per_image, not both")
+        raise UserInputError("pass --num_samples (from the whole memory) or --samples_per_image, not both")
     if (FLAGS.saved_model is None) == (FLAGS.model is None):
-        raise InputError("pass --saved_model=FOLDER or --model=NAME (a pretrained model), one of them")
+        raise UserInputError("pass --saved_model=FOLDER or --model=NAME (a pretrained model), one of them")
     path = FLAGS.saved_model if FLAGS.model is None else export_path(FLAGS.model)
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        raise InputError(f"no SavedModel in {path}")
+        raise UserInputError(f"no SavedModel in {path}")
     with quiet_tensorflow(FLAGS.verbose):
         import tensorflow as tf
     model = tf.saved_model.load(path)
@@ -114,7 +110,7 @@ def draw_grid() -> None:
     count, seed = tf.constant(FLAGS.num_samples), tf.constant(FLAGS.seed)
     if "memory" not in sample.structured_input_signature[1]:
         if FLAGS.memory or FLAGS.samples_per_image:
-            raise InputError("this SavedModel takes no memory (it reads its own learned memory, or none); "
+            raise UserInputError("this SavedModel takes no memory (it reads its own learned memory, or none); "
                      "drop --memory and --samples_per_image")
         drawn = sample(num_samples=count, seed=seed)
         if "addresses" in drawn:
@@ -128,7 +124,7 @@ def draw_grid() -> None:
         # exports do not, and need one.
         min_memory_size = int(model.min_memory_size.numpy()) if hasattr(model, "min_memory_size") else 1
         if not FLAGS.memory and (min_memory_size or FLAGS.samples_per_image):
-            raise InputError("--memory is required: this SavedModel samples from a memory of images")
+            raise UserInputError("--memory is required: this SavedModel samples from a memory of images")
         paths = memory_paths(FLAGS.memory) if FLAGS.memory else []
         memory = np.stack([preprocess(path, size) for path in paths]) if paths else np.zeros([0, size, size, 1])
         memory = memory.astype(np.float32)

@@ -132,13 +132,14 @@ def conditional(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -
         _check_episode(test, 1, max(COPY_PROBE_SHOTS) + 1, "the copy probe")
     evaluator = BoundEvaluator(model, config.pairs_per_call)
     sampling = config.sequence_sampling or run.episodes.sequence_sampling
+    images = tf.constant(test.images)  # once: every sequence is drawn from it
     scored = [shots for shots in config.shots if shots >= model.min_context_size]
     draws = config.num_sequences if scored else 0
     tables = 1 + per_class
     bar = progress_bar(tables * len(config.classes) * draws + probes * config.probe_episodes, "conditional: draws")
     result = {
         **_cell_table(config, draws, lambda classes, index: _sequence_draw(
-            evaluator, test, config, scored, classes, index, sampling), bar),
+            evaluator, images, config, scored, classes, index, sampling), bar),
         "num_sequences": config.num_sequences,
         "num_importance_samples": config.num_importance_samples,
         "sequence_sampling": sampling,
@@ -149,7 +150,7 @@ def conditional(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -
     if probes:
         result["probes"] = {"copy": _copy_probe(evaluator, test, config, bar)}
         if isinstance(model, MemoryReader):
-            result["probes"]["same_class_mass"] = _same_class_mass(model, test, config, sampling)
+            result["probes"]["same_class_mass"] = _same_class_mass(model, images, config, sampling)
     bar.close()
     return result
 
@@ -170,21 +171,22 @@ def _cell_table(config: EvalConfig, draws: int, draw: Callable[[int, int], dict[
     return {"table": table, "stderr": stderr}
 
 
-def _sequence(test: CharacterSet, config: EvalConfig, classes: int, index: int, sampling: str):
-    """The index-th test sequence of C = classes: images float32 [20, H, W, 1], labels int32 [20]."""
+def _sequence(images: tf.Tensor, config: EvalConfig, classes: int, index: int, sampling: str):
+    """The index-th test sequence of C = classes from the test images uint8 [C', N, H, W]: images
+    float32 [20, H, W, 1], labels int32 [20]."""
     return episodes.sample_sequence(
-        tf.constant(test.images), classes, SEQUENCE_LENGTH, _seed(config, _TASK_STREAM, classes, index),
+        images, classes, SEQUENCE_LENGTH, _seed(config, _TASK_STREAM, classes, index),
         with_replacement=sampling == "with_replacement",
     )
 
 
 def _sequence_draw(
-    evaluator: BoundEvaluator, test: CharacterSet, config: EvalConfig, scored: list[int], classes: int, index: int,
+    evaluator: BoundEvaluator, images: tf.Tensor, config: EvalConfig, scored: list[int], classes: int, index: int,
     sampling: str,
 ) -> dict[int, float]:
     """{n: NLL of x_(n+1) given x_1..x_n} of one sequence, in one call: the context is the whole
     sequence and target n reads its first n images only."""
-    sequence, _ = _sequence(test, config, classes, index, sampling)
+    sequence, _ = _sequence(images, config, classes, index, sampling)
     visible = tf.range(SEQUENCE_LENGTH)[tf.newaxis, :] < tf.constant(scored)[:, tf.newaxis]  # [n's, T]
     estimate = evaluator(tf.gather(sequence, scored), sequence, config.num_importance_samples,
                          _seed(config, _MODEL_STREAM, classes, index), visible)
@@ -216,7 +218,6 @@ def _copy_probe(evaluator: BoundEvaluator, test: CharacterSet, config: EvalConfi
     and with n other drawings (fresh), for n in COPY_PROBE_SHOTS, over `probe_episodes` draws:
     how much an exact copy in memory is worth to the model, in nats."""
     largest = max(COPY_PROBE_SHOTS)
-    differences: dict[int, list[float]] = {n: [] for n in COPY_PROBE_SHOTS}
     copies: dict[int, list[float]] = {n: [] for n in COPY_PROBE_SHOTS}
     fresh: dict[int, list[float]] = {n: [] for n in COPY_PROBE_SHOTS}
     for index in range(config.probe_episodes):
@@ -234,17 +235,16 @@ def _copy_probe(evaluator: BoundEvaluator, test: CharacterSet, config: EvalConfi
         for row, n in enumerate(COPY_PROBE_SHOTS):
             copies[n].append(nll[2 * row])
             fresh[n].append(nll[2 * row + 1])
-            differences[n].append(nll[2 * row + 1] - nll[2 * row])
         bar.update()
     by_shots = {}
     for n in COPY_PROBE_SHOTS:
-        gain, gain_stderr = _mean_and_stderr(differences[n])
+        gain, gain_stderr = _mean_and_stderr(np.subtract(fresh[n], copies[n]))
         by_shots[str(n)] = {"copy_nats": float(np.mean(copies[n])), "fresh_nats": float(np.mean(fresh[n])),
                             "gain_nats": gain, "gain_stderr": gain_stderr}
     return {"shots": by_shots, "num_episodes": config.probe_episodes}
 
 
-def _same_class_mass(model: MemoryReader, test: CharacterSet, config: EvalConfig, sampling: str) -> dict:
+def _same_class_mass(model: MemoryReader, images: tf.Tensor, config: EvalConfig, sampling: str) -> dict:
     """For each C >= 2 of the table, over its first `probe_episodes` sequences (those the sequence
     table scores) and the positions t whose x_<t holds entries of x_t's class and of another:
     the mean mass of the entry posterior of x_t on x_<t's entries of its class, and chance, the mean
@@ -255,7 +255,7 @@ def _same_class_mass(model: MemoryReader, test: CharacterSet, config: EvalConfig
     for classes in (c for c in config.classes if c >= 2):
         mass, chance = [], []
         for index in range(min(config.probe_episodes, config.num_sequences)):
-            sequence, labels = _sequence(test, config, classes, index, sampling)
+            sequence, labels = _sequence(images, config, classes, index, sampling)
             labels = labels.numpy()
             for t in range(1, SEQUENCE_LENGTH):
                 same = labels[:t] == labels[t]
