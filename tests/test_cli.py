@@ -70,12 +70,12 @@ def test_progress_bar_on_a_terminal_only(monkeypatch):
 
 
 def test_console_scripts_name_the_entry_points():
-    """`pip install .` installs vma-train, vma-eval and vma-sample: each names a function that runs
+    """`pip install .` installs vma-train, vma-eval, vma-sample and vma-demo: each names a function that runs
     its command (here asked for its flags: absl prints them and exits 1)."""
     with open(os.path.join(REPO, "pyproject.toml")) as f:
         section = f.read().split("[project.scripts]\n")[1].split("\n[")[0]  # tomllib is Python 3.11+
     scripts = dict(re.findall(r'^(\S+) = "(\S+)"$', section, re.MULTILINE))
-    assert set(scripts) == {"vma-train", "vma-eval", "vma-sample"}
+    assert set(scripts) == {"vma-train", "vma-eval", "vma-sample", "vma-demo"}
     for name, target in scripts.items():
         module, function = target.split(":")
         program = f"import sys; from {module} import {function}; sys.argv = [{name!r}, '--helpfull']; {function}()"
@@ -86,7 +86,8 @@ def test_console_scripts_name_the_entry_points():
 def test_help_lists_each_commands_own_flags_and_exits_0():
     expected = {"train.py": ("--flagfile", "--learning_rate_boundaries", "--gmn_matching"),
                 "eval.py": ("--mode", "--[no]per_class", "--probe_episodes"),
-                "sample.py": ("--saved_model", "--samples_per_image")}
+                "sample.py": ("--saved_model", "--samples_per_image"),
+                "demo.py": ("--models", "--port")}
     for script, names in expected.items():
         result = subprocess.run([sys.executable, os.path.join(REPO, script), "--help"], cwd=REPO,
                                 capture_output=True, text=True, timeout=120)
