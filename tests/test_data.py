@@ -94,6 +94,29 @@ def test_a_cache_with_the_wrong_contents_is_rebuilt(stored, tmp_path):
     assert cache.load_or_build(path, lambda: pytest.fail("rebuilt twice"), _images_of(4))["images"].sum() == 48
 
 
+def test_an_edit_inside_an_extracted_folder_changes_its_fingerprint(tmp_path):
+    """An extracted archive's cache key must notice an edited, added or removed PNG, although none of
+    these changes the top folder's own size or mtime (issue 30, item 9)."""
+    character = tmp_path / "images_background" / "Alphabet" / "character01"
+    character.mkdir(parents=True)
+    drawing = character / "a.png"
+    drawing.write_bytes(b"1")
+    top = tmp_path / "images_background"
+    fingerprints = [cache.file_fingerprint(str(top))]
+    top_stat = os.stat(top)
+    drawing.write_bytes(b"22")
+    fingerprints.append(cache.file_fingerprint(str(top)))
+    os.utime(drawing, ns=(0, 10**18))
+    fingerprints.append(cache.file_fingerprint(str(top)))
+    (character / "b.png").write_bytes(b"1")
+    fingerprints.append(cache.file_fingerprint(str(top)))
+    drawing.unlink()
+    fingerprints.append(cache.file_fingerprint(str(top)))
+    assert (os.stat(top).st_size, os.stat(top).st_mtime_ns) == (top_stat.st_size, top_stat.st_mtime_ns)
+    assert len(set(fingerprints)) == len(fingerprints)
+    assert cache.file_fingerprint(str(top)) == fingerprints[-1]
+
+
 def test_a_killed_writers_temporaries_are_removed_once_stale(tmp_path):
     stale, fresh = tmp_path / "tmpold.tmp", tmp_path / "tmpnew.tmp"
     stale.write_bytes(b""), fresh.write_bytes(b"")

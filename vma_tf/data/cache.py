@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import logging
 import os
 import tempfile
@@ -24,10 +25,22 @@ def default_cache_dir() -> str:
     return os.environ.get("VMA_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "vma_tf")
 
 
-def file_fingerprint(path: str) -> tuple[str, int, int]:
-    """(absolute path, size, mtime in ns) of a file or folder: changes when the source changes."""
-    stat = os.stat(path)
-    return os.path.abspath(path), stat.st_size, stat.st_mtime_ns
+def file_fingerprint(path: str) -> tuple[str, int, int | str]:
+    """Changes when the source changes. A file: (absolute path, size, mtime in ns). A folder: (absolute
+    path, its file count, a hash of every file's relative path, size and mtime), since editing a file
+    inside it changes neither the folder's own size nor its mtime."""
+    if not os.path.isdir(path):
+        stat = os.stat(path)
+        return os.path.abspath(path), stat.st_size, stat.st_mtime_ns
+    digest, count = hashlib.sha256(), 0
+    for root, folders, names in os.walk(path):
+        folders.sort()
+        for name in sorted(names):
+            stat = os.stat(os.path.join(root, name))
+            relative = os.path.relpath(os.path.join(root, name), path)
+            digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            count += 1
+    return os.path.abspath(path), count, digest.hexdigest()
 
 
 def cache_path(cache_dir: str | None, name: str, key: str) -> str:
