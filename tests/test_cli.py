@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 from vma_tf.cli.tensorflow_logs import quiet_tensorflow
@@ -94,3 +95,69 @@ def test_help_lists_each_commands_own_flags_and_exits_0():
         assert result.returncode == 0, result.stderr[-2000:]
         assert all(f"  {name}:" in result.stdout or name == "--flagfile" for name in names), script
         assert "(default:" in result.stdout and "--flagfile=FILE" in result.stdout
+
+
+def _absl_values(argv: list[str]) -> dict:
+    """Every train.py flag's value after absl parses argv (from the repository root)."""
+    import copy
+
+    from absl import flags
+
+    import vma_tf.cli.train  # noqa: F401  (defines the flags)
+
+    values = flags.FlagValues()
+    for flag in flags.FLAGS.get_flags_for_module("vma_tf.cli.train"):
+        values[flag.name] = copy.deepcopy(flag)
+    values(argv)
+    return {name: values[name].value for name in values}
+
+
+def test_every_shipped_flagfile_expands_to_what_absl_reads(monkeypatch):
+    """Issue 30, newcomer item 8: the entry points expand --flagfile themselves; from the repository
+    root the result is absl's own, for every shipped configuration (nested ones included)."""
+    from vma_tf.cli import flagfiles
+
+    monkeypatch.chdir(REPO)
+    names = flagfiles.shipped_names()
+    assert "omniglot_gmn_avg1.flags" in names and len(names) >= 10
+    for name in names:
+        argv = ["train.py", f"--flagfile={name}", "--steps=3"]
+        assert _absl_values(flagfiles.expand(argv)) == _absl_values(argv), name
+
+
+def test_a_shipped_flagfile_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    from vma_tf.cli import flagfiles
+    from vma_tf.errors import UserInputError
+
+    monkeypatch.chdir(REPO)
+    at_root = flagfiles.expand(["train.py", "--flagfile=omniglot_gmn_avg1.flags"])
+    monkeypatch.chdir(tmp_path)
+    assert flagfiles.expand(["train.py", "--flagfile", "omniglot_gmn_avg1.flags"]) == at_root
+    assert flagfiles.expand(["train.py", "-flagfile=omniglot_gmn_avg1"]) == at_root
+    # A user's flagfile elsewhere builds on a shipped one by name; its own nested files are read
+    # relative to it, not to the working directory.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "base.flags").write_text("# mine\n\n--seed=4\n// also a comment\n")
+    (tmp_path / "mine" / "run.flags").write_text("--flagfile=omniglot_gmn_avg1.flags\n--flagfile=base.flags\n")
+    assert flagfiles.expand(["train.py", "--flagfile=mine/run.flags", "--steps=2"]) == [
+        *at_root, "--seed=4", "--steps=2"]
+    assert flagfiles.expand(["train.py", "--", "--flagfile=x"]) == ["train.py", "--", "--flagfile=x"]
+    (tmp_path / "loop.flags").write_text("--flagfile=loop.flags\n")
+    for argv, message in ((["train.py", "--flagfile=loop.flags"], "loop.flags includes itself"),
+                          (["train.py", "--flagfile=nothing.flags"], "no flagfile nothing.flags .*omniglot.flags"),
+                          (["train.py", "--flagfile"], "--flagfile needs a file name")):
+        with pytest.raises(UserInputError, match=message):
+            flagfiles.expand(argv)
+
+
+def test_train_py_outside_the_checkout_reads_a_shipped_flagfile(tmp_path):
+    """`--help` runs after the expansion: a shipped name resolves from another folder, a missing one is
+    one line."""
+    shown = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "--flagfile=omniglot_gmn_avg1.flags",
+                            "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    missing = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "--flagfile=nothing.flags"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1
+    lines = missing.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("train.py: error: no flagfile nothing.flags"), missing.stderr

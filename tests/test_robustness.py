@@ -449,3 +449,91 @@ def test_a_checkpoint_rotated_out_while_eval_reads_it_is_replaced_by_the_newest(
     monkeypatch.setattr(checkpoints, "restore", always_rotated)
     with pytest.raises(UserInputError, match="were replaced faster than they could be read"):
         checkpoints.restore_model(smoke_run)
+
+
+def _write(folder, files_and_texts: dict[str, str]) -> None:
+    for name, text in files_and_texts.items():
+        with open(os.path.join(folder, name), "w") as f:
+            f.write(text)
+
+
+def _contents(folder) -> dict[str, str]:
+    """{name: text} of the files in folder (not its staging folders)."""
+    return {name: open(os.path.join(folder, name)).read() for name in sorted(os.listdir(folder))
+            if os.path.isfile(os.path.join(folder, name))}
+
+
+def test_an_output_set_replaces_its_files_together_or_not_at_all(tmp_path):
+    """Issue 30, item 6: a kill or an error while a set is written leaves the previous set whole (no
+    0-byte PNG), and the next writer removes the killed one's staging folder."""
+    from vma_tf import files
+
+    _write(tmp_path, {"nll.json": "old", "nll.md": "old", "nll.png": "old", "notes.txt": "mine"})
+    with pytest.raises(RuntimeError, match="figure failed"), files.output_set(str(tmp_path)) as staging:
+        _write(staging, {"nll.json": "new", "nll.md": "new"})
+        open(os.path.join(staging, "nll.png"), "w").close()  # the figure's file exists, empty
+        raise RuntimeError("figure failed")
+    assert _contents(tmp_path) == {"nll.json": "old", "nll.md": "old", "nll.png": "old", "notes.txt": "mine"}
+
+    killed = tmp_path / f"{files.OUTPUT_SET_STAGING}.abc123{files.TEMPORARY_SUFFIX}"  # a killed writer's
+    killed.mkdir()
+    (killed / "nll.json").write_text("half")
+    with files.output_set(str(tmp_path)) as staging:
+        _write(staging, {"nll.json": "new", "nll.md": "new", "nll.png": "new"})
+    assert _contents(tmp_path) == {"nll.json": "new", "nll.md": "new", "nll.png": "new", "notes.txt": "mine"}
+    assert sorted(os.listdir(tmp_path)) == ["nll.json", "nll.md", "nll.png", "notes.txt"]
+
+
+def test_two_output_sets_in_one_folder_never_interleave(tmp_path):
+    """The second writer waits for the first one's whole set: the folder never holds one writer's
+    JSON beside the other's figure."""
+    import threading
+
+    from vma_tf import files
+
+    first_staged, release, seen = threading.Event(), threading.Event(), []
+
+    def first():
+        with files.output_set(str(tmp_path)) as staging:
+            _write(staging, {"a.json": "first"})
+            first_staged.set()
+            release.wait(10)
+            _write(staging, {"a.png": "first"})
+
+    def second():
+        first_staged.wait(10)
+        with files.output_set(str(tmp_path)) as staging:
+            seen.append(_contents(tmp_path))  # what the folder holds once the lock is ours
+            _write(staging, {"a.json": "second", "a.png": "second"})
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    assert not seen  # the second writer is still waiting
+    release.set()
+    for thread in threads:
+        thread.join(20)
+    assert seen == [{"a.json": "first", "a.png": "first"}]
+    assert _contents(tmp_path) == {"a.json": "second", "a.png": "second"}
+
+
+def test_an_eval_whose_figure_fails_leaves_the_previous_outputs(smoke_run, data_dir, cache_dir, tmp_path,
+                                                                 monkeypatch):
+    from test_evaluation import SMALL_CONFIG
+
+    from vma_tf.evaluation import reports, runner
+
+    output = str(tmp_path / "classification.json")
+    runner.run_evaluation(smoke_run, "classification", SMALL_CONFIG, data_dir, cache_dir, output)
+    before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+    assert set(before) == {"classification.json", "classification.md", "classification.png"}
+
+    def failing_figure(result, path):
+        open(path, "w").close()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setitem(reports.FIGURES, "classification", failing_figure)
+    with pytest.raises(StorageError, match=f"cannot write the outputs in {tmp_path} .No space left on device"):
+        runner.run_evaluation(smoke_run, "classification", SMALL_CONFIG, data_dir, cache_dir, output)
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before

@@ -65,6 +65,38 @@ def temporary_folder_beside(path: str) -> str:
     return with_umask_mode(tempfile.mkdtemp(dir=directory, prefix=f"{name}.", suffix=TEMPORARY_SUFFIX))
 
 
+# The staging folder of an output set, `<OUTPUT_SET_STAGING>.<random>.tmp` in the outputs' folder.
+OUTPUT_SET_STAGING = "outputs"
+
+
+@contextlib.contextmanager
+def output_set(folder: str) -> Iterator[str]:
+    """A staging folder for outputs that belong together (an eval mode's JSON, Markdown and figures).
+
+    The block writes them into it under their final names. When it ends without error, they replace
+    the files of the same names in `folder` one after another, with nothing left to compute. It all
+    runs under an exclusive lock on `folder`, so two writers' sets never interleave. An error or a
+    kill in the block leaves `folder` as it was; a killed writer's staging folder is removed by the
+    next one. A write that fails (a full disk) raises StorageError naming the folder."""
+    require_writable(folder)
+    lock = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # waits for another writer's set
+        # Under the lock no other writer is staging, so any staging folder here is a killed one's.
+        remove_stale_temporaries(folder, (OUTPUT_SET_STAGING,))
+        staging = temporary_folder_beside(os.path.join(folder, OUTPUT_SET_STAGING))
+        try:
+            yield staging
+            for name in sorted(os.listdir(staging)):
+                os.replace(os.path.join(staging, name), os.path.join(folder, name))
+        except OSError as e:
+            raise StorageError(f"cannot write the outputs in {folder} ({e.strerror or e})") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        os.close(lock)
+
+
 def remove_stale_temporaries(folder: str, owners: tuple[str, ...]) -> list[str]:
     """Removes what killed writers left in `folder`: the temporaries of the files and folders named
     in `owners` (`<owner>.<random>.tmp`, as `write_atomically` and `temporary_folder_beside` name

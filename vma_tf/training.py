@@ -398,9 +398,11 @@ def train(config: RunConfig) -> dict[str, float]:
                              "use an empty or new folder")
     files.require_writable(train_config.logdir)
     task = tasks.build_task(config)
+    logger.info("reading %s (the first run decodes and caches it)", config.data.dataset)
     image_size, dataset_from = task.training_data()
     checkpoints.check_compatible(config)
 
+    logger.info("building %s", config.model.name)
     trainer = Trainer(config, image_size, task)
     with contextlib.ExitStack() as held:
         if trainer.is_chief:  # one writer per logdir
@@ -424,7 +426,8 @@ def _train(config: RunConfig, trainer: Trainer, dataset_from) -> dict[str, float
         if chief:
             _export(config)
         return {}
-    logger.info("training from step %d to %d in %s", start, train_config.steps, train_config.logdir)
+    logger.info("training from step %d to %d in %s; the first step also traces the graph (tens of seconds)",
+                start, train_config.steps, train_config.logdir)
 
     dataset = dataset_from(start)
     writer = tf.summary.create_file_writer(train_config.logdir) if chief else tf.summary.create_noop_writer()
@@ -558,6 +561,7 @@ def _drop_metrics_after(path: str, step: int) -> None:
 
 def _export(config: RunConfig) -> None:
     if config.train.export:
+        logger.info("exporting the SavedModel (tens of seconds)")
         logger.info("exported %s", export.export_run(config.train.logdir))
 
 

@@ -4,7 +4,6 @@ or `vma-train ...` once the package is installed.
 Rerunning the same command resumes from the latest checkpoint in --logdir.
 """
 
-import contextlib
 import copy
 import dataclasses
 import os
@@ -13,7 +12,7 @@ import sys
 
 from absl import app, flags
 
-from vma_tf.cli import commands
+from vma_tf.cli import commands, flagfiles
 from vma_tf.cli.tensorflow_logs import VERBOSE_HELP, quiet_tensorflow
 from vma_tf.config import (
     SEQUENCE_SAMPLINGS,
@@ -221,10 +220,10 @@ def run_config(values: flags.FlagValues = FLAGS) -> RunConfig:
 def run_config_from_flagfile(path: str, **overrides) -> RunConfig:
     """The RunConfig of `train.py --flagfile=path --name=value ...` for each override (lists may be
     Python lists), parsed into a copy of this command's flags: the command line's are untouched.
-    A flagfile's own --flagfile lines are read relative to its folder; the overrides' paths
-    relative to the working directory."""
-    if not os.path.isfile(path):
-        raise UserInputError(f"no flagfile {path}")
+    `path` may name a shipped configuration from anywhere ("omniglot.flags"); a flagfile's own
+    --flagfile lines are read relative to its folder, the overrides' paths relative to the working
+    directory."""
+    arguments = flagfiles.expand(["train.py", f"--flagfile={path}"])
     values = flags.FlagValues()
     for flag in FLAGS.get_flags_for_module(__name__):
         values[flag.name] = copy.deepcopy(flag)
@@ -238,8 +237,7 @@ def run_config_from_flagfile(path: str, **overrides) -> RunConfig:
         return f"--{name}={str(value).lower() if isinstance(value, bool) else value}"
 
     try:
-        with contextlib.chdir(os.path.dirname(os.path.abspath(path))):
-            values(["train.py", f"--flagfile={os.path.basename(path)}"])
+        values(arguments)
         values(["train.py", *(argument(name, value) for name, value in overrides.items())])
     except flags.Error as e:
         raise UserInputError(str(e)) from None

@@ -289,15 +289,20 @@ def memory_sweep_markdown(result: dict) -> str:
     )
 
 
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number} {one if number == 1 else many}"
+
+
 def classification_markdown(result: dict) -> str:
     rows = [
         [name, f"{r['accuracy']:.3f} ± {r['ci95']:.3f}", f"{r['accuracy_iw']:.3f} ± {r['ci95_iw']:.3f}",
          _nats(None) if name not in PUBLISHED_ACCURACY else f"{PUBLISHED_ACCURACY[name]:.2f}"]
         for name, r in result["tasks"].items()
     ]
+    queries = _count(result["queries_per_class"], "query", "queries")
     return (
         _header(result)
-        + f"{result['episodes']} episodes per task, {result['queries_per_class']} queries per class; "
+        + f"{result['episodes']} episodes per task, {queries} per class; "
         f"± 95% interval. Importance-weighted: K = {result['iw_samples']}.\n\n"
         + _table(["task", "p(c|x) from the entry posterior", "importance-weighted", "paper, q(a|x)"], rows)
     )

@@ -77,6 +77,7 @@ def run_evaluation(
     output_json = output_json or default_output(logdir, mode)
     _refuse_run_state(logdir, output_json)
     files.require_writable(os.path.dirname(os.path.abspath(output_json)))
+    logger.info("restoring the newest checkpoint of %s", logdir)
     run, model, step = checkpoints.restore_model(logdir)
     reason = modes.unserved_reason(mode, model, run)
     if reason:
@@ -87,6 +88,7 @@ def run_evaluation(
         data = dataclasses.replace(data, data_dir=data_dir)
     if cache_dir is not None:
         data = dataclasses.replace(data, cache_dir=cache_dir)
+    logger.info("reading the test split of %s (step %d's %s)", data.dataset, step, run.model.name)
     test = tasks.load_test_split(data)
 
     started = time.perf_counter()
@@ -105,18 +107,23 @@ def run_evaluation(
         "eval_config": dataclasses.asdict(config),
     }
 
-    stem = os.path.splitext(output_json)[0]
-    figures = []
-    if mode in reports.FIGURES:
-        figures.append(f"{stem}.png")
-        reports.FIGURES[mode](result, figures[0])
-    if images is not None:
-        figures += reports.samples_figures(result, images, stem)
-    result["meta"]["figures"] = figures
-    files.write_atomically(output_json, json.dumps(result, indent=2))
-    files.write_atomically(f"{stem}.md", reports.MARKDOWN[mode](result))
+    folder, name = os.path.split(output_json)
+    stem = os.path.splitext(name)[0]
+    with files.output_set(os.path.abspath(folder) if folder else os.getcwd()) as staging:
+        staged = []
+        if mode in reports.FIGURES:
+            staged.append(os.path.join(staging, f"{stem}.png"))
+            reports.FIGURES[mode](result, staged[0])
+        if images is not None:
+            staged += reports.samples_figures(result, images, os.path.join(staging, stem))
+        result["meta"]["figures"] = [os.path.join(folder, os.path.basename(path)) for path in staged]
+        outputs = [output_json, os.path.join(folder, f"{stem}.md"), *result["meta"]["figures"]]
+        with open(os.path.join(staging, name), "w") as f:
+            f.write(json.dumps(result, indent=2))
+        with open(os.path.join(staging, f"{stem}.md"), "w") as f:
+            f.write(reports.MARKDOWN[mode](result))
     events = summaries.write_evaluation(logdir, mode, result)
-    logger.info("wrote %s, %s.md %s; TensorBoard: %s", output_json, stem, " ".join(figures), events)
+    logger.info("wrote %s; TensorBoard: %s", ", ".join(outputs), events)
     return result
 
 
@@ -156,8 +163,10 @@ def training_curves(logdir: str, output_json: str | None = None) -> str:
     model = checkpoints.read_run_config(logdir).model.name if has_config else "unknown model"
     output_json = output_json or default_output(logdir, "curves")
     _refuse_run_state(logdir, output_json)
-    figure = os.path.splitext(output_json)[0] + ".png"
-    os.makedirs(os.path.dirname(os.path.abspath(figure)), exist_ok=True)
-    reports.curves_figure(rows, figure, f"{logdir} ({model}), steps {rows[0]['step']}..{rows[-1]['step']}")
+    folder, name = os.path.split(os.path.splitext(output_json)[0] + ".png")
+    with files.output_set(os.path.abspath(folder) if folder else os.getcwd()) as staging:
+        title = f"{logdir} ({model}), steps {rows[0]['step']}..{rows[-1]['step']}"
+        reports.curves_figure(rows, os.path.join(staging, name), title)
+    figure = os.path.join(folder, name)
     logger.info("wrote %s", figure)
     return figure
