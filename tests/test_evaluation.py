@@ -251,6 +251,7 @@ def test_same_seed_same_numbers(smoke_run, data_dir, cache_dir, tmp_path):
         (["--mode=conditional", "--shots=20"], r"--shots must lie in 0\.\.19"),
         (["--seed=-1"], r"--seed must lie in 0\.\.2\*\*31-1"),
         (["--seed=4294967296"], r"--seed must lie in 0\.\.2\*\*31-1"),
+        (["--mode=samples", "--samples_per_row=100000"], "--sample_rows and --samples_per_row must be at most 100"),
     ],
 )
 def test_bad_input_ends_with_one_line_error(flags, message, smoke_run, data_dir, cache_dir):

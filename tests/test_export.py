@@ -3,6 +3,7 @@ a user's images into a grid of new samples with every model. (That an export of 
 without vma_tf and matches the model is part of the contract test, test_models.py.)"""
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -171,6 +172,36 @@ def test_sample_py_draws_a_grid_from_a_users_images(saved_model, data_dir, tmp_p
         assert result.returncode == 1
         assert result.stderr.strip().splitlines()[-1].startswith(f"sample.py: error: {tmp_path}/{name} {error}")
     assert output.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--output={tmp}"], "--output={tmp} is a folder"),
+        (["--memory={tmp}/huge.png"], "{tmp}/huge.png is too large to be a drawing"),
+        (["--num_samples=100000000"], "the grid would hold up to .* pixels, over pillow's"),
+        (["--zoom=100000"], "the grid would hold up to"),
+        (["--seed=2147483647", "--samples_per_image=2"], r"--seed must lie in 0\.\.2\*\*31-1-1"),
+        (["--seed=-1"], "--seed must lie in"),
+        (["--saved_model={tmp}/junk"], "{tmp}/junk is not a readable SavedModel"),
+    ],
+)
+def test_sample_py_refuses_in_one_line_before_sampling(arguments, message, saved_model, tmp_path):
+    """Issue 30's sample.py cases: each ended in a traceback (or sampled for minutes first)."""
+    Image.new("L", (20000, 9000), 255).save(tmp_path / "huge.png")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "saved_model.pb").write_text("junk")
+    given = {argument.split("=")[0] for argument in arguments}
+    defaults = {"--memory": os.path.join(REPO, "pretrained", "vma-omniglot", "example.png"),
+                "--saved_model": saved_model, "--output": tmp_path / "g.png"}
+    arguments = [argument.format(tmp=tmp_path) for argument in arguments]
+    arguments += [f"{flag}={value}" for flag, value in defaults.items() if flag not in given]
+    result = subprocess.run([sys.executable, os.path.join(REPO, "sample.py"), *arguments],
+                            capture_output=True, text=True, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr[-2000:]
+    assert re.match(f"sample.py: error: {message.format(tmp=tmp_path)}", lines[0]), lines[0]
+    assert not os.path.exists(tmp_path / "g.png")
 
 
 @pytest.mark.slow

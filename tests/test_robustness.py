@@ -537,3 +537,45 @@ def test_an_eval_whose_figure_fails_leaves_the_previous_outputs(smoke_run, data_
     with pytest.raises(StorageError, match=f"cannot write the outputs in {tmp_path} .No space left on device"):
         runner.run_evaluation(smoke_run, "classification", SMALL_CONFIG, data_dir, cache_dir, output)
     assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda logdir: (logdir / "config.json").mkdir(), "config.json is not a file, as a run's config.json is"),
+        (lambda logdir: (logdir / "metrics.jsonl").mkdir(), "metrics.jsonl is not a file"),
+        (lambda logdir: (logdir / "checkpoints").write_text(""), "checkpoints is not a folder"),
+        (lambda logdir: (logdir / "train.lock").symlink_to(logdir / "elsewhere"), "train.lock is a symbolic link"),
+    ],
+)
+def test_a_run_entry_of_the_wrong_kind_is_refused_before_any_work(make, message, data_dir, cache_dir, tmp_path):
+    """Issue 30: these ended in tracebacks, the checkpoints file only after the first steps' work."""
+    logdir = tmp_path / "run"
+    logdir.mkdir()
+    make(logdir)
+    before = sorted(os.listdir(logdir))
+    error = train_main_in_process([f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={logdir}", *TINY])
+    assert "\n" not in error and re.search(message, error), error
+    assert sorted(os.listdir(logdir)) == before
+
+
+def test_an_unwritable_cache_is_skipped_with_a_warning(tmp_path, caplog):
+    """Issue 30: an unwritable --cache_dir ended in a traceback after the whole decode."""
+    from vma_tf.data import cache
+
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    path = cache.cache_path(str(blocked / "cache"), "x", "0123456789abcdef")
+    with caplog.at_level("WARNING"):
+        arrays = cache.load_or_build(path, lambda: {"images": np.ones([2, 4, 4], np.uint8)}, lambda arrays: None)
+    assert arrays["images"].shape == (2, 4, 4)
+    assert "going on without the cache" in caplog.text
+
+
+def test_a_looping_logdir_is_named_as_such(tmp_path):
+    from vma_tf import files
+
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(StorageError, match="a symbolic link to nothing, or to itself"):
+        files.require_writable(str(tmp_path / "a"))

@@ -84,6 +84,8 @@ def model_weights(logdir):
         (["--learning_rate=nan"], "--learning_rate must be a positive number, got nan"),
         (["--weight_decay=inf"], "--weight_decay must be a non-negative number, got inf"),
         (["--clip_global_norm=nan"], "--clip_global_norm and --max_nonfinite_steps must be non-negative"),
+        (["--steps=1000000000000000000000"], "--steps must be at most 4,611,686,018,427,387,904"),
+        (["--latent_dim=10000000"], r"out of memory \(OOM when allocating tensor with shape\["),
         (["--logdir=/dev/null"], "--logdir=/dev/null is a file, not a folder"),
         (["--logdir=/proc/vma_run"], r"cannot write in /proc/vma_run \("),  # as a read-only or full disk would
     ],

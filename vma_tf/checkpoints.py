@@ -46,6 +46,20 @@ def foreign_entries(logdir: str) -> list[str]:
     )
 
 
+def check_entry_kinds(logdir: str) -> None:
+    """UserInputError when an entry a run writes has the wrong kind (config.json a folder,
+    checkpoints a file, ...), before any work."""
+    folders = ("checkpoints", "saved_model", "eval")
+    for name in RUN_ENTRIES:
+        path = os.path.join(logdir, name)
+        if name == files.LOCK_FILE and os.path.islink(path):
+            raise UserInputError(f"{path} is a symbolic link: a run's lock must be its own file; remove it")
+        if not os.path.lexists(path) or (name in folders) == os.path.isdir(path):
+            continue
+        expected = "a folder" if name in folders else "a file"
+        raise UserInputError(f"{path} is not {expected}, as a run's {name} is: move it away or use another --logdir")
+
+
 def holds_run_state(logdir: str, path: str) -> bool:
     """Whether `path` is, or lies inside, one of the entries a run keeps its state in (everything
     of RUN_ENTRIES but `eval/`, and TensorBoard's event files): writing there would damage the run."""

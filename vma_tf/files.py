@@ -27,6 +27,8 @@ LOCK_FILE = "train.lock"
 def require_writable(folder: str) -> None:
     """Creates `folder` if needed and checks that a file can be written in it; raises StorageError
     otherwise, before any work is done."""
+    if os.path.islink(folder) and not os.path.exists(folder):
+        raise StorageError(f"cannot write in {folder}: it is a symbolic link to nothing, or to itself")
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -128,7 +130,12 @@ def exclusive_logdir(logdir: str) -> Iterator[None]:
     """Holds `logdir/train.lock` (an advisory lock the kernel drops when the process dies, so a
     killed run never leaves it stuck); raises UserInputError naming the holder when another
     process has it."""
-    fd = os.open(os.path.join(logdir, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    path = os.path.join(logdir, LOCK_FILE)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        reason = "is a symbolic link" if os.path.islink(path) else f"cannot be opened ({e.strerror or e})"
+        raise UserInputError(f"{path} {reason}: a run's lock must be its own file; remove it") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

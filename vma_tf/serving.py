@@ -31,7 +31,10 @@ class ExportedModel:
         import tensorflow as tf
 
         self._tf = tf
-        self._module = tf.saved_model.load(path)
+        try:
+            self._module = tf.saved_model.load(path)
+        except (OSError, ValueError) as e:
+            raise UserInputError(f"{path} is not a readable SavedModel ({str(e).splitlines()[0][:200]})") from None
         signatures = self._module.signatures
         self.signatures = tuple(sorted(signatures))
         self.image_size = int(signatures["log_likelihood"].structured_input_signature[1]["x"].shape[1])

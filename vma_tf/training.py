@@ -38,6 +38,9 @@ _MODEL_STREAM, _SUMMARY_STREAM = 1, 2
 _MAX_SHOWN = 64  # memory entries in image summaries
 
 
+MAX_STEPS = 2**62  # far past any run, and inside the int64 step counter
+
+
 def validate(config: RunConfig) -> None:
     """Raises UserInputError for flag values that cannot work, before any data is read."""
     train, model = config.train, config.model
@@ -62,6 +65,8 @@ def validate(config: RunConfig) -> None:
         "--conv_channels": model.conv_channels,
         "--hidden_units": model.hidden_units,
     })
+    if train.steps > MAX_STEPS:
+        raise UserInputError(f"--steps must be at most {MAX_STEPS:,} (the step counter is int64), got {train.steps:,}")
     if not 0 <= train.seed < 2**31:
         raise UserInputError(f"--seed must lie in 0..2**31-1 (stateless seeds are int32), got {train.seed}")
     if not (math.isfinite(train.clip_global_norm) and train.clip_global_norm >= 0) or train.max_nonfinite_steps < 0:
@@ -397,6 +402,7 @@ def train(config: RunConfig) -> dict[str, float]:
         raise UserInputError(f"{train_config.logdir} holds files that are not a vma_tf run: {shown}; "
                              "use an empty or new folder")
     files.require_writable(train_config.logdir)
+    checkpoints.check_entry_kinds(train_config.logdir)
     task = tasks.build_task(config)
     logger.info("reading %s (the first run decodes and caches it)", config.data.dataset)
     image_size, dataset_from = task.training_data()

@@ -27,6 +27,7 @@ import numpy as np
 from absl import app, flags, logging
 from PIL import Image
 
+from vma_tf import files
 from vma_tf.cli import commands
 from vma_tf.cli.tensorflow_logs import VERBOSE_HELP, quiet_tensorflow
 from vma_tf.data.drawings import preprocess
@@ -47,6 +48,7 @@ flags.DEFINE_bool("verbose", False, VERBOSE_HELP)
 
 FLAGS = flags.FLAGS
 SAMPLES_PER_ROW = 8  # a grid of samples that no memory entry groups
+MAX_CELL_SIDE = 30  # a grid cell's side before --zoom, at most: a 28 x 28 image and its gap
 
 
 def memory_paths(patterns: list[str]) -> list[str]:
@@ -102,9 +104,25 @@ def draw_grid() -> None:
     path = FLAGS.saved_model if FLAGS.model is None else export_path(FLAGS.model)
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
         raise UserInputError(f"no SavedModel in {path}")
+    if os.path.isdir(FLAGS.output):
+        raise UserInputError(f"--output={FLAGS.output} is a folder: name the PNG to write")
+    files.require_writable(os.path.dirname(os.path.abspath(FLAGS.output)))
+    paths = memory_paths(FLAGS.memory) if FLAGS.memory else []
+    per_image = len(paths) * (FLAGS.samples_per_image + 1)
+    cells = per_image if FLAGS.samples_per_image else FLAGS.num_samples + len(paths)
+    pixels = cells * (MAX_CELL_SIDE * FLAGS.zoom) ** 2
+    if pixels > Image.MAX_IMAGE_PIXELS:
+        raise UserInputError(f"the grid would hold up to {pixels:,} pixels, over pillow's {Image.MAX_IMAGE_PIXELS:,}: "
+                             "fewer samples or a smaller --zoom")
+    if not 0 <= FLAGS.seed < 2**31 - len(paths):
+        raise UserInputError(f"--seed must lie in 0..2**31-1-{len(paths)} (an int32 seed per memory image), "
+                             f"got {FLAGS.seed}")
     with quiet_tensorflow(FLAGS.verbose):
         import tensorflow as tf
-    model = tf.saved_model.load(path)
+    try:
+        model = tf.saved_model.load(path)
+    except (OSError, ValueError) as e:
+        raise UserInputError(f"{path} is not a readable SavedModel ({str(e).splitlines()[0][:200]})") from None
     sample = model.signatures["sample"]
     size = model.signatures["log_likelihood"].structured_input_signature[1]["x"].shape[1]
     count, seed = tf.constant(FLAGS.num_samples), tf.constant(FLAGS.seed)
@@ -125,7 +143,6 @@ def draw_grid() -> None:
         min_memory_size = int(model.min_memory_size.numpy()) if hasattr(model, "min_memory_size") else 1
         if not FLAGS.memory and (min_memory_size or FLAGS.samples_per_image):
             raise UserInputError("--memory is required: this SavedModel samples from a memory of images")
-        paths = memory_paths(FLAGS.memory) if FLAGS.memory else []
         memory = np.stack([preprocess(path, size) for path in paths]) if paths else np.zeros([0, size, size, 1])
         memory = memory.astype(np.float32)
         if FLAGS.samples_per_image:

@@ -7,6 +7,7 @@ Rerunning the same command resumes from the latest checkpoint in --logdir.
 import copy
 import dataclasses
 import os
+import re
 import signal
 import sys
 
@@ -254,6 +255,12 @@ def main(argv):
         training.train(run_config())
     except (UserInputError, RunDivergedError) as e:
         sys.exit(f"{os.path.basename(argv[0])}: error: {e}")
+    except (MemoryError, training.tf.errors.ResourceExhaustedError) as e:
+        allocation = re.search(r"OOM when allocating tensor with shape\[[\d,]*\]", str(e))
+        cause = allocation[0] if allocation else type(e).__name__
+        sys.exit(f"{os.path.basename(argv[0])}: error: out of memory ({cause}): the model or its batch is too "
+                 "large for this machine; lower --num_samples, the batch, --latent_dim, --conv_channels "
+                 "or --memory_size")
     except RunInterruptedError as e:
         print(f"{os.path.basename(argv[0])}: {e}", file=sys.stderr)
         sys.exit(128 + e.signal_number)

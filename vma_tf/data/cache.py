@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from vma_tf import files
+from vma_tf.errors import StorageError
 from vma_tf.files import TEMPORARY_SUFFIX
 
 logger = logging.getLogger(__name__)
@@ -67,14 +68,20 @@ def load_or_build(
         logger.warning("rebuilding the cache %s: %s", path, problem)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
         pass
+    try:
+        files.require_writable(os.path.dirname(path))
+    except StorageError as e:
+        logger.warning("%s; going on without the cache (every run decodes the data again)", e)
+        return build()
     arrays = build()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), suffix=TEMPORARY_SUFFIX)
     try:
         files.with_umask_mode(tmp_path)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp_path, path)
+    except OSError as e:  # a full disk: the arrays are built, so the run goes on
+        logger.warning("could not write the cache %s (%s); going on without it", path, e.strerror or e)
     finally:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)

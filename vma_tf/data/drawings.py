@@ -53,6 +53,10 @@ def _as_array(drawing: Drawing, name: str) -> np.ndarray:
         try:
             with Image.open(drawing) as image:
                 drawing = _image_array(image)
+        except Image.DecompressionBombError:
+            raise UserInputError(
+                f"{name} is too large to be a drawing (over {Image.MAX_IMAGE_PIXELS:,} pixels)"
+            ) from None
         except (UnidentifiedImageError, OSError) as e:
             raise UserInputError(f"{name} is not a readable image ({e})") from None
     elif isinstance(drawing, Image.Image):

@@ -21,6 +21,9 @@ from vma_tf.evaluation import modes, reports
 logger = logging.getLogger(__name__)
 
 
+MAX_FIGURE_CELLS = 100  # rows or columns of a samples figure: more cannot be read at its 100 dpi
+
+
 def validate(config: EvalConfig) -> None:
     """Raises UserInputError for settings that cannot work, before any model or data is loaded."""
     if not 0 <= config.seed < 2**31:
@@ -41,6 +44,9 @@ def validate(config: EvalConfig) -> None:
         "--sample_rows": config.sample_rows,
         "--samples_per_row": config.samples_per_row,
     })
+    if config.sample_rows > MAX_FIGURE_CELLS or config.samples_per_row > MAX_FIGURE_CELLS:
+        raise UserInputError(f"--sample_rows and --samples_per_row must be at most {MAX_FIGURE_CELLS} (a figure's rows "
+                             f"and columns), got {config.sample_rows} and {config.samples_per_row}")
     for name in ("classes", "sweep_classes", "sweep_shots"):
         values = getattr(config, name)
         if not values or min(values) < 1:
