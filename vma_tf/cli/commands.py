@@ -34,6 +34,20 @@ def run(main: Callable[[list[str]], None], module_name: str, description: str) -
     app.run(lambda argv: main(_with_plain_console_lines(argv)))
 
 
+def main_of(work: Callable[[], None]) -> Callable[[list[str]], None]:
+    """An absl main that runs `work` (which reads the flags) and ends a UserInputError in one line."""
+
+    def main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        try:
+            work()
+        except UserInputError as e:
+            sys.exit(f"{os.path.basename(argv[0])}: error: {e}")
+
+    return main
+
+
 class _PlainFormatter(logging.Formatter):
     """A console line is the message (warnings and errors say so), without absl's prefix of
     level, date, time, thread and source line, which filled half of each progress line."""

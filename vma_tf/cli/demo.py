@@ -11,9 +11,8 @@ first: `pip install -r requirements-demo.txt`.
 
 import logging as logging_module
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from vma_tf.cli import commands
 from vma_tf.cli.tensorflow_logs import VERBOSE_HELP, quiet_tensorflow
@@ -29,16 +28,8 @@ flags.DEFINE_bool("verbose", False, VERBOSE_HELP)
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        serve()
-    except UserInputError as e:
-        sys.exit(f"{os.path.basename(argv[0])}: error: {e}")
-
-
 def serve() -> None:
+    """Serves the demo the flags describe, until interrupted."""
     if not 1 <= FLAGS.num_samples <= 64:
         raise UserInputError(f"--num_samples must be in 1..64, got {FLAGS.num_samples}")
     if not 0 < FLAGS.port < 65536:
@@ -71,7 +62,7 @@ def serve() -> None:
 
 def run() -> None:
     """The `vma-demo` command."""
-    commands.run(main, __name__, __doc__)
+    commands.run(commands.main_of(serve), __name__, __doc__)
 
 
 if __name__ == "__main__":

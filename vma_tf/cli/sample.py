@@ -21,10 +21,9 @@ grid has one row per address that the samples used, or rows of samples.
 
 import glob
 import os
-import sys
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from PIL import Image
 
 from vma_tf import files
@@ -82,15 +81,6 @@ def rows_by_address(images: np.ndarray, addresses: np.ndarray) -> list[list[np.n
 def rows_of(images: np.ndarray, per_row: int) -> list[list[np.ndarray]]:
     """The images in rows of per_row."""
     return [list(images[start : start + per_row]) for start in range(0, len(images), per_row)]
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        draw_grid()
-    except UserInputError as e:
-        sys.exit(f"{os.path.basename(argv[0])}: error: {e}")
 
 
 def draw_grid() -> None:
@@ -173,7 +163,7 @@ def draw_grid() -> None:
 
 def run() -> None:
     """The `vma-sample` command."""
-    commands.run(main, __name__, __doc__)
+    commands.run(commands.main_of(draw_grid), __name__, __doc__)
 
 
 if __name__ == "__main__":
