@@ -14,7 +14,7 @@ import tensorflow as tf
 from conftest import REPO, checkpoint_digest
 from PIL import Image
 
-from vma_tf.export import SAMPLE_CHUNK, SAVED_MODEL_DIR
+from vma_tf.export import MAX_SAMPLES, SAMPLE_CHUNK, SAVED_MODEL_DIR
 
 S = 26
 
@@ -64,6 +64,9 @@ def test_bad_pixels_empty_inputs_and_counts_are_defined(saved_model):
         signatures["sample"](memory=memory[:0], num_samples=tf.constant(2), seed=tf.constant(0))
     with pytest.raises(tf.errors.InvalidArgumentError, match="num_samples must not be negative"):
         signatures["sample"](memory=memory, num_samples=tf.constant(-1), seed=tf.constant(0))
+    # Near 2**31 the chunk count overflowed int32 and 4,096 images came back.
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"num_samples must be at most {MAX_SAMPLES}"):
+        signatures["sample"](memory=memory, num_samples=tf.constant(2**31 - 1), seed=tf.constant(0))
     # Empty batches and counts give empty outputs.
     assert signatures["log_likelihood"](x=x[:0], memory=memory, num_samples=tf.constant(4))["nll_nats"].shape == [0]
     assert signatures["address_posterior"](x=x[:0], memory=memory)["probs"].shape == [0, 3]

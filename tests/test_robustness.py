@@ -579,3 +579,17 @@ def test_a_looping_logdir_is_named_as_such(tmp_path):
     (tmp_path / "b").symlink_to(tmp_path / "a")
     with pytest.raises(StorageError, match="a symbolic link to nothing, or to itself"):
         files.require_writable(str(tmp_path / "a"))
+
+
+def test_a_killed_exports_staging_folder_is_removed_once_stale(tmp_path):
+    """Issue 30: a killed `eval.py --mode=export` left `saved_model.*.tmp` until a later train.py;
+    the next export removes it, but not one a running export may be writing."""
+    from vma_tf import files
+
+    stale, fresh = tmp_path / "saved_model.killed.tmp", tmp_path / "saved_model.running.tmp"
+    for folder in (stale, fresh):
+        folder.mkdir()
+        (folder / "saved_model.pb").write_text("")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    removed = files.remove_stale_temporaries(str(tmp_path), ("saved_model",), older_than_sec=3600)
+    assert removed == [str(stale)] and not stale.exists() and fresh.exists()

@@ -24,8 +24,8 @@ encodes a large memory once and queries it many times (memory and time per query
 Images are in [0, 1] with ink = 1, H = W = the model's image size. Every signature refuses
 images with NaN, inf or pixels outside [0, 1], a negative num_samples, and a memory smaller than
 min_memory_size, with an InvalidArgumentError naming the input. An empty batch x ([0,H,W,1]) or
-num_samples = 0 gives empty outputs. `sample` draws in chunks of SAMPLE_CHUNK, so its memory
-beyond the output itself does not grow with num_samples.
+num_samples = 0 gives empty outputs, and more than MAX_SAMPLES is refused. `sample` draws in
+chunks of SAMPLE_CHUNK, so its memory beyond the output itself does not grow with num_samples.
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ from vma_tf.models import AddressedMemory, AttendingMemory, CompactMemory, Gener
 SAVED_MODEL_DIR = "saved_model"
 LOG_LIKELIHOOD_SEED = (0, 0)
 SAMPLE_CHUNK = 4096  # samples decoded at once by `sample`; more are drawn chunk by chunk
+# At most this many samples per `sample` call (4 GB of 28 x 28 images): a bound a server can rely on,
+# and far from the int32 overflow of the chunk count.
+MAX_SAMPLES = 2**20
+STALE_EXPORT_SEC = 3600.0
 
 
 def _scalar_spec(name: str) -> tf.TensorSpec:
@@ -163,6 +167,7 @@ class ServingModule(tf.Module):
 
     def _sample(self, encoded, num_samples, seed):
         tf.debugging.assert_non_negative(num_samples, message="num_samples must not be negative")
+        tf.debugging.assert_less_equal(num_samples, MAX_SAMPLES, message=f"num_samples must be at most {MAX_SAMPLES}")
         seed = tf.stack([seed, 0])
         chunks = tf.maximum(1, (num_samples + SAMPLE_CHUNK - 1) // SAMPLE_CHUNK)
 
@@ -225,6 +230,9 @@ def export_saved_model(model, image_size: int, directory: str) -> str:
     """
     module = ServingModule(model, image_size)
     directory = os.path.abspath(directory)
+    # A killed export leaves its staging folder: one older than any export takes is a killed one's.
+    files.remove_stale_temporaries(os.path.dirname(directory), (os.path.basename(directory),),
+                                   older_than_sec=STALE_EXPORT_SEC)
     try:
         staging = files.temporary_folder_beside(directory)
     except OSError as e:

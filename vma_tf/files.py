@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 
 from vma_tf.errors import StorageError, UserInputError
@@ -99,14 +100,17 @@ def output_set(folder: str) -> Iterator[str]:
         os.close(lock)
 
 
-def remove_stale_temporaries(folder: str, owners: tuple[str, ...]) -> list[str]:
+def remove_stale_temporaries(folder: str, owners: tuple[str, ...], older_than_sec: float = 0.0) -> list[str]:
     """Removes what killed writers left in `folder`: the temporaries of the files and folders named
     in `owners` (`<owner>.<random>.tmp`, as `write_atomically` and `temporary_folder_beside` name
     them) and TensorFlow's checkpoint staging folders (`ckpt-<step>_temp`); nothing else, whatever
-    its name. Only for a folder no other process writes (the holder of its logdir's lock).
-    Returns the removed paths."""
+    its name. Only for a folder no other process writes (the holder of its logdir's lock), or with
+    `older_than_sec` longer than any writer takes: then only temporaries last modified that long
+    ago. Returns the removed paths."""
+    now = time.time()
     stale = [path for path in glob.glob(os.path.join(glob.escape(folder), "*"))
-             if is_temporary_of(os.path.basename(path), owners)]
+             if is_temporary_of(os.path.basename(path), owners)
+             and now - os.lstat(path).st_mtime >= older_than_sec]
     for path in stale:
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
