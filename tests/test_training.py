@@ -85,7 +85,6 @@ def model_weights(logdir):
         (["--weight_decay=inf"], "--weight_decay must be a non-negative number, got inf"),
         (["--clip_global_norm=nan"], "--clip_global_norm and --max_nonfinite_steps must be non-negative"),
         (["--steps=1000000000000000000000"], "--steps must be at most 4,611,686,018,427,387,904"),
-        (["--latent_dim=10000000"], r"out of memory \(OOM when allocating tensor with shape\["),
         (["--logdir=/dev/null"], "--logdir=/dev/null is a file, not a folder"),
         (["--logdir=/proc/vma_run"], r"cannot write in /proc/vma_run \("),  # as a read-only or full disk would
     ],
@@ -96,6 +95,17 @@ def test_bad_input_ends_with_one_line_error(flags, message, data_dir, cache_dir,
     args = [f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={tmp_path}", *TINY, *flags]
     error = train_main_in_process(args)
     assert "\n" not in error and error.startswith("train.py: error: ") and re.search(message, error), error
+    assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
+
+
+def test_out_of_memory_ends_in_one_line(data_dir, cache_dir, tmp_path):
+    """Issue 30: a model too large for the machine ended in a ResourceExhaustedError traceback. In a
+    subprocess: an allocation that fails mid-build leaves Keras unusable in the process."""
+    result = run_train("--flagfile=smoke.flags", f"--data_dir={data_dir}", f"--cache_dir={cache_dir}",
+                       f"--logdir={tmp_path}", "--steps=1", "--latent_dim=10000000", check=False)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1 and re.match(r"train.py: error: out of memory \(OOM when allocating tensor with "
+                                               r"shape\[", last), result.stderr[-2000:]
     assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
 
 
