@@ -18,7 +18,7 @@ from markdown_it import MarkdownIt
 from PIL import Image
 
 import vma_tf
-from vma_tf.config import DataConfig, EvalConfig
+from vma_tf.config import DataConfig, EpisodeConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from vma_tf.data import omniglot
 from vma_tf.data.omniglot import CharacterSet
 from vma_tf.errors import StorageError, UserInputError
@@ -366,8 +366,34 @@ def test_the_same_class_mass_of_a_uniform_posterior_is_chance():
             return tf.fill([tf.shape(x)[0], tf.shape(encoded)[0]], 1.0 / tf.cast(tf.shape(encoded)[0], tf.float32))
 
     config = EvalConfig(classes=(1, 2, 4), probe_episodes=3)
-    result = modes._same_class_mass(Uniform(), tf.constant(_characters().images), config, "distinct")
+    result = modes._same_class_mass(Uniform(), tf.constant(_characters().images), config,
+                                    modes.SequenceLayout("distinct", classes_first=False))
     assert set(result) == {"2", "4"}
     for cell in result.values():
         assert cell["num_positions"] > 0
         assert cell["mass"] == pytest.approx(cell["chance"], abs=1e-6) and 0 < cell["chance"] < 1
+
+
+@pytest.mark.parametrize("sampling", ["with_replacement", "distinct"])
+def test_a_run_with_the_classes_first_is_scored_from_x_c_plus_1(sampling, monkeypatch):
+    """The GMN authors' conditional layout: each draw of C classes opens with one drawing of each,
+    so the n < C cells stay empty and a scored target always sees all C classes."""
+    class Conditional:
+        min_context_size, reads_context = 1, True
+
+    evaluator = _RecordingEvaluator()
+    monkeypatch.setattr(modes, "BoundEvaluator", lambda model, pairs_per_call: evaluator)
+    run = RunConfig(DataConfig(), EpisodeConfig(sequence_classes_first=True), ModelConfig(name="gmn"),
+                    TrainConfig(logdir="unused"))
+    config = EvalConfig(num_sequences=3, classes=(1, 4), shots=(0, 1, 2, 4, 5, 19), per_class=False,
+                        probe_episodes=0, sequence_sampling=sampling)
+    result = modes.conditional(Conditional(), _characters(), run, config)
+    scored = {c: [n for n, nll in cells.items() if nll is not None] for c, cells in result["table"].items()}
+    assert scored == {"1": ["1", "2", "4", "5", "19"], "4": ["4", "5", "19"]}
+    assert result["sequence_classes_first"] and result["sequence_sampling"] == sampling
+    for _, context, visible in evaluator.calls[3:]:  # the draws of C = 4
+        classes = context[:, 0, 0, 0].astype(int) // 20
+        assert set(classes[:4]) == set(classes)
+        if sampling == "distinct":
+            assert len(set(classes[:4])) == 4
+        assert visible.sum(axis=1).tolist() == [4, 5, 19]

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vma_tf import tasks
+from vma_tf import objectives, tasks
 from vma_tf.config import DataConfig, EpisodeConfig, ModelConfig, RunConfig, TrainConfig
 from vma_tf.data import episodes
 from vma_tf.data.episodes import Episode, causal_visibility, sample_sequence_episode
+from vma_tf.errors import UserInputError
 from vma_tf.models import REGISTRY, build_model
 from vma_tf.models.base import grouped_matmul, visibility_groups
 from vma_tf.models.gmn import GMN_MATCHINGS, PROTOTYPE_DIM, STRENGTH_RANGE
@@ -290,3 +291,48 @@ def test_the_authors_sampler_repeats_drawings_at_its_closed_form_rate():
 
 def test_the_distinct_sampler_never_repeats_a_drawing():
     assert not _repeats(2, with_replacement=False, sequences=500).any()
+
+
+@pytest.mark.parametrize("with_replacement", [True, False])
+def test_with_the_classes_first_each_class_opens_the_sequence_once(with_replacement):
+    images = tf.constant(np.arange(30, dtype=np.uint8).repeat(20).reshape(30, 20, 1, 1))  # pixel = class
+    for index in range(200):
+        sequence, labels = episodes.sample_sequence(images, 4, 20, tf.constant([index, 3]), with_replacement,
+                                                    classes_first=True)
+        labels = labels.numpy()
+        np.testing.assert_array_equal(sequence.numpy()[:, 0, 0, 0], labels)
+        classes = set(labels[4:]) | set(labels[:4])
+        assert set(labels[:4]) == classes  # positions 0..C-1: one drawing of each of the sequence's classes
+        if not with_replacement:
+            assert len(set(labels[:4])) == 4
+
+
+def test_with_the_classes_first_the_loss_starts_at_position_c():
+    classes = 3
+    run = RunConfig(
+        DataConfig(),
+        EpisodeConfig(sequence_length=LENGTH, sequences_per_batch=SEQUENCES, sequence_classes=classes,
+                      sequence_classes_first=True),
+        ModelConfig(name="gmn", memory="sequence", image_size=26, gmn_pseudo_input=True, **SMALL),
+        TrainConfig(logdir="unused"),
+    )
+    model = build_model(run.model)
+    sequences, labels = _sequences(26, seed=8), tf.zeros([SEQUENCES * LENGTH], tf.int32)
+    episode = Episode(sequences, labels, sequences, labels, causal_visibility(SEQUENCES, LENGTH))
+    task = tasks.build_task(run)
+    _, bound, _ = task.loss(model, episode, tf.constant([1, 2]))
+    assert bound.shape == (SEQUENCES * (LENGTH - classes),)  # even a model with a pseudo-input skips x_1..x_C
+    every = model.log_weights_of_context(sequences, run.train.num_samples, tf.constant([1, 2]), episode.visible)
+    scored = np.tile(np.arange(LENGTH) >= classes, SEQUENCES)
+    expected = objectives.multi_sample_bound(every.log_weights).numpy()[scored]
+    np.testing.assert_allclose(bound.numpy(), expected, rtol=1e-5)
+
+
+def test_the_classes_first_need_a_position_left_to_score():
+    run = RunConfig(
+        DataConfig(dataset="omniglot"),
+        EpisodeConfig(sequence_length=4, sequence_classes=4, sequence_classes_first=True),
+        ModelConfig(name="gmn", memory="sequence", **SMALL), TrainConfig(logdir="unused"),
+    )
+    with pytest.raises(UserInputError, match="--sequence_classes_first leaves nothing to score"):
+        tasks.build_task(run).validate()

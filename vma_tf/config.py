@@ -42,7 +42,9 @@ class EpisodeConfig:
     sequence_classes classes (the GMN paper's C_train); x_t reads x_<t. sequence_sampling:
     "distinct" (distinct classes, and no drawing twice in a sequence) or "with_replacement" (the
     GMN authors' sampler: the classes and each position's drawing drawn with replacement, so a
-    sequence may hold one drawing more than once).
+    sequence may hold one drawing more than once). sequence_classes_first: the first
+    sequence_classes positions hold one drawing of each of the sequence's classes and are not
+    scored, as the GMN authors trained and tested their conditional models (no pseudo-input).
     """
 
     classes_per_batch: int = 8
@@ -53,6 +55,7 @@ class EpisodeConfig:
     sequences_per_batch: int = 20
     sequence_classes: int = 2
     sequence_sampling: str = "distinct"
+    sequence_classes_first: bool = False
 
     @property
     def batch_size(self) -> int:

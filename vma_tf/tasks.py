@@ -65,24 +65,34 @@ class Task:
         self, model: GenerativeModel, batch: Episode, seed: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor, LogWeights]:
         """(the loss to minimise [], the K-sample bound of each scored target [B'] in nats, the
-        LogWeights). A target that sees fewer entries than the model needs (x_1 of a sequence, for
-        a model without a pseudo-input) is not scored."""
+        LogWeights). A target that sees fewer than `min_scored_context(model)` entries (x_1 of a
+        sequence, for a model without a pseudo-input) is not scored."""
         train = self.run.train
         # Every target goes through the model, so that the batch keeps its static size (a model may
         # choose its computation by it); the unscored ones are dropped from the record afterwards.
         record = self.log_weights(model, batch, train.num_samples, seed)
-        if batch.visible is not None and model.min_context_size:
-            scored = tf.reduce_sum(tf.cast(batch.visible, tf.int32), axis=1) >= model.min_context_size
+        least = self.min_scored_context(model)
+        if batch.visible is not None and least:
+            scored = tf.reduce_sum(tf.cast(batch.visible, tf.int32), axis=1) >= least
             record = scored_targets(record, scored)
         loss, bound = objectives.bound_loss(record, train.vimco_baseline)
         return loss, bound, record
 
+
+    def min_scored_context(self, model: GenerativeModel) -> int:
+        """The fewest visible entries a target needs to be scored."""
+        return model.min_context_size
 
     def log_weights(self, model: GenerativeModel, batch: Episode, num_samples: int, seed: tf.Tensor) -> LogWeights:
         """The model's K = num_samples log-weights of every target of the batch."""
         return model.log_weights_in_context(
             batch.targets, context_for(model, batch.memory), num_samples, seed, batch.visible
         )
+
+
+def _ordinal(number: int) -> str:
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
 
 
 def scored_targets(record: LogWeights, scored: tf.Tensor) -> LogWeights:
@@ -163,6 +173,16 @@ class SequenceTask(Task):
         if shape.sequence_sampling not in SEQUENCE_SAMPLINGS:
             raise UserInputError(f"--sequence_sampling must be one of {SEQUENCE_SAMPLINGS}, got "
                                  f"{shape.sequence_sampling!r}")
+        if shape.sequence_classes_first and shape.sequence_classes >= shape.sequence_length:
+            raise UserInputError(
+                f"--sequence_classes_first leaves nothing to score in a sequence of {shape.sequence_length} images "
+                f"from {shape.sequence_classes} classes: use a --sequence_length above --sequence_classes"
+            )
+
+    def min_scored_context(self, model):
+        # With the classes first, the loss starts at position C (the GMN authors' start_from).
+        shape = self.run.episodes
+        return max(model.min_context_size, shape.sequence_classes if shape.sequence_classes_first else 0)
 
     def log_weights(self, model, batch, num_samples, seed):
         # A training batch's targets are its memory, every image of every sequence (a test batch
@@ -191,21 +211,24 @@ class SequenceTask(Task):
         )
 
     def test_batches(self, test, config, seed_of):
-        # Every model scores the same targets: x_2..x_T (n >= 1 conditioning images); the n = 0
-        # column is `conditional`'s.
+        # Every model of a layout scores the same targets: x_2..x_T (n >= 1 conditioning images; the
+        # n = 0 column is `conditional`'s), or from x_(C+1) on with the classes first.
         self._check(test, "test")
         shape = self.run.episodes
+        first_target = shape.sequence_classes if shape.sequence_classes_first else 1
         images = tf.constant(test.images)
         batches = [
             episodes.sample_sequence_episode(
                 images, shape.sequences_per_batch, shape.sequence_classes, shape.sequence_length, seed_of(index),
-                first_target=1, with_replacement=shape.sequence_sampling == "with_replacement",
+                first_target=first_target, with_replacement=shape.sequence_sampling == "with_replacement",
+                classes_first=shape.sequence_classes_first,
             )
             for index in range(config.num_episodes)
         ]
+        layout = ", one drawing of each class first" if shape.sequence_classes_first else ""
         return batches, (
-            f"the earlier images of sequences of {shape.sequence_length} from {shape.sequence_classes} classes "
-            "(targets: the 2nd to the last)"
+            f"the earlier images of sequences of {shape.sequence_length} from {shape.sequence_classes} classes"
+            f"{layout} (targets: the {_ordinal(first_target + 1)} to the last)"
         )
 
 

@@ -75,6 +75,12 @@ flags.DEFINE_enum(
     "--memory=sequence: distinct classes and drawings, or with_replacement (the GMN authors' sampler; "
     "a sequence may repeat a drawing). Also eval.py --mode=conditional's.",
 )
+flags.DEFINE_boolean(
+    "sequence_classes_first",
+    EpisodeConfig.sequence_classes_first,
+    "--memory=sequence: the first --sequence_classes positions hold one drawing of each class and are not "
+    "scored (the GMN authors' layout for models without a pseudo-input). Also eval.py --mode=conditional's.",
+)
 # Memory
 flags.DEFINE_enum(
     "memory",

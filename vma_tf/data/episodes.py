@@ -85,7 +85,12 @@ def sample_episode(images: tf.Tensor, config: EpisodeConfig, seed: tf.Tensor) ->
 
 
 def sample_sequence(
-    images: tf.Tensor, num_classes: int, length: int, seed: tf.Tensor, with_replacement: bool = False
+    images: tf.Tensor,
+    num_classes: int,
+    length: int,
+    seed: tf.Tensor,
+    with_replacement: bool = False,
+    classes_first: bool = False,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """A sequence of `length` images from `num_classes` classes drawn from images uint8 [C, N, H, W]:
     the protocol of the papers' conditional likelihood tables (Bartunov & Vetrov 2017, section 3).
@@ -93,12 +98,18 @@ def sample_sequence(
 
     Distinct (the default): the classes are drawn without replacement and no drawing repeats.
     With replacement (the GMN authors' `put_new_data`): the classes, and each position's drawing
-    among its class's N, are drawn with replacement. Returns images float32 [length, H, W, 1] and
-    class indices int32 [length].
+    among its class's N, are drawn with replacement. classes_first: positions 0..num_classes-1
+    hold one drawing of each class, in the order the classes were drawn (the GMN authors' layout
+    for models without a pseudo-input). Returns images float32 [length, H, W, 1] and class indices
+    int32 [length].
     """
     num_images, per_class = images.shape[0], images.shape[1]
     class_seed, slot_seed, image_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-    slot_classes = tf.random.stateless_uniform([length], slot_seed, maxval=num_classes, dtype=tf.int32)
+    leading = num_classes if classes_first else 0
+    slot_classes = tf.concat([
+        tf.range(leading, dtype=tf.int32),
+        tf.random.stateless_uniform([length - leading], slot_seed, maxval=num_classes, dtype=tf.int32),
+    ], axis=0)
     if with_replacement:
         classes = tf.random.stateless_uniform([num_classes], class_seed, maxval=num_images, dtype=tf.int32)
         drawings = tf.random.stateless_uniform([length], image_seed, maxval=per_class, dtype=tf.int32)
@@ -133,14 +144,16 @@ def sample_sequence_episode(
     seed: tf.Tensor,
     first_target: int = 0,
     with_replacement: bool = False,
+    classes_first: bool = False,
 ) -> Episode:
     """num_sequences sequences (`sample_sequence`) as one Episode: the memory is every image of every
     sequence [S * T, H, W, 1], the targets are the positions t >= first_target
     [S * (T - first_target), H, W, 1], and each target reads the earlier images of its sequence
-    (`visible` grouped by sequence, [S * (T - first_target), T])."""
+    (`visible` grouped by sequence, [S * (T - first_target), T]). with_replacement, classes_first:
+    `sample_sequence`'s."""
     seeds = tf.random.experimental.stateless_split(seed, num_sequences)
     sequences, labels = tf.map_fn(
-        lambda one_seed: sample_sequence(images, num_classes, length, one_seed, with_replacement),
+        lambda one_seed: sample_sequence(images, num_classes, length, one_seed, with_replacement, classes_first),
         seeds,
         fn_output_signature=(tf.float32, tf.int32),
     )  # [S, T, H, W, 1], [S, T]
@@ -165,6 +178,7 @@ def sequence_dataset(
             images, config.sequences_per_batch, config.sequence_classes, config.sequence_length,
             tf.stack([tf.constant(seed, tf.int64), step]),
             with_replacement=config.sequence_sampling == "with_replacement",
+            classes_first=config.sequence_classes_first,
         )
 
     return (

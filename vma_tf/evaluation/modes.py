@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -110,10 +111,12 @@ def _diagnostic_means(model, estimates: list[BoundEstimate]) -> dict[str, float]
 
 def conditional(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -> dict:
     """Table 1 of both papers, in nats, each cell a mean over `num_sequences` draws with its
-    standard error; None where the model cannot read so few images (n = 0 without a pseudo-input).
+    standard error; None where the model cannot read so few images (n = 0 without a pseudo-input)
+    or the run's layout does not score them (n < C with the classes first).
 
     - "sequence" (the GMN paper's way): NLL of the (n+1)-th image of a 20-image sequence from C
-      classes given the first n, sequences drawn by `sequence_sampling` (or the run's sampler).
+      classes given the first n, sequences drawn by `sequence_sampling` (or the run's sampler)
+      in the run's layout (`sequence_classes_first`).
     - "per_class" (the VMA paper's way), for models that read a context: NLL of a fresh drawing of
       each of C distinct classes given n other drawings of each, so the target's class is present.
     - probes, for models that read a context: the copy probe (a target's NLL with an exact copy of
@@ -131,26 +134,33 @@ def conditional(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -
     if probes:
         _check_episode(test, 1, max(COPY_PROBE_SHOTS) + 1, "the copy probe")
     evaluator = BoundEvaluator(model, config.pairs_per_call)
-    sampling = config.sequence_sampling or run.episodes.sequence_sampling
+    layout = SequenceLayout(config.sequence_sampling or run.episodes.sequence_sampling,
+                            run.episodes.sequence_classes_first)
     images = tf.constant(test.images)  # once: every sequence is drawn from it
-    scored = [shots for shots in config.shots if shots >= model.min_context_size]
-    draws = config.num_sequences if scored else 0
+
+    readable = [shots for shots in config.shots if shots >= model.min_context_size]
+
+    def scored(classes: int) -> list[int]:  # with the classes first, a sequence is scored from x_(C+1) on
+        return [shots for shots in readable if not layout.classes_first or shots >= classes]
+
+    draws = config.num_sequences if readable else 0
     tables = 1 + per_class
     bar = progress_bar(tables * len(config.classes) * draws + probes * config.probe_episodes, "conditional: draws")
     result = {
         **_cell_table(config, draws, lambda classes, index: _sequence_draw(
-            evaluator, images, config, scored, classes, index, sampling), bar),
+            evaluator, images, config, scored(classes), classes, index, layout), bar),
         "num_sequences": config.num_sequences,
         "num_importance_samples": config.num_importance_samples,
-        "sequence_sampling": sampling,
+        "sequence_sampling": layout.sampling,
+        "sequence_classes_first": layout.classes_first,
     }
     if per_class:
         result["per_class"] = _cell_table(config, draws, lambda classes, index: _per_class_draw(
-            evaluator, test, config, scored, classes, index), bar)
+            evaluator, test, config, readable, classes, index), bar)
     if probes:
         result["probes"] = {"copy": _copy_probe(evaluator, test, config, bar)}
         if isinstance(model, MemoryReader):
-            result["probes"]["same_class_mass"] = _same_class_mass(model, images, config, sampling)
+            result["probes"]["same_class_mass"] = _same_class_mass(model, images, config, layout)
     bar.close()
     return result
 
@@ -171,22 +181,32 @@ def _cell_table(config: EvalConfig, draws: int, draw: Callable[[int, int], dict[
     return {"table": table, "stderr": stderr}
 
 
-def _sequence(images: tf.Tensor, config: EvalConfig, classes: int, index: int, sampling: str):
+class SequenceLayout(NamedTuple):
+    """How the `conditional` table's sequences are drawn: `sampling` "distinct" or
+    "with_replacement", and whether one drawing of each class comes first (EpisodeConfig)."""
+
+    sampling: str
+    classes_first: bool
+
+
+def _sequence(images: tf.Tensor, config: EvalConfig, classes: int, index: int, layout: SequenceLayout):
     """The index-th test sequence of C = classes from the test images uint8 [C', N, H, W]: images
     float32 [20, H, W, 1], labels int32 [20]."""
     return episodes.sample_sequence(
         images, classes, SEQUENCE_LENGTH, _seed(config, _TASK_STREAM, classes, index),
-        with_replacement=sampling == "with_replacement",
+        with_replacement=layout.sampling == "with_replacement", classes_first=layout.classes_first,
     )
 
 
 def _sequence_draw(
     evaluator: BoundEvaluator, images: tf.Tensor, config: EvalConfig, scored: list[int], classes: int, index: int,
-    sampling: str,
+    layout: SequenceLayout,
 ) -> dict[int, float]:
     """{n: NLL of x_(n+1) given x_1..x_n} of one sequence, in one call: the context is the whole
     sequence and target n reads its first n images only."""
-    sequence, _ = _sequence(images, config, classes, index, sampling)
+    if not scored:
+        return {}
+    sequence, _ = _sequence(images, config, classes, index, layout)
     visible = tf.range(SEQUENCE_LENGTH)[tf.newaxis, :] < tf.constant(scored)[:, tf.newaxis]  # [n's, T]
     estimate = evaluator(tf.gather(sequence, scored), sequence, config.num_importance_samples,
                          _seed(config, _MODEL_STREAM, classes, index), visible)
@@ -244,7 +264,7 @@ def _copy_probe(evaluator: BoundEvaluator, test: CharacterSet, config: EvalConfi
     return {"shots": by_shots, "num_episodes": config.probe_episodes}
 
 
-def _same_class_mass(model: MemoryReader, images: tf.Tensor, config: EvalConfig, sampling: str) -> dict:
+def _same_class_mass(model: MemoryReader, images: tf.Tensor, config: EvalConfig, layout: SequenceLayout) -> dict:
     """For each C >= 2 of the table, over its first `probe_episodes` sequences (those the sequence
     table scores) and the positions t whose x_<t holds entries of x_t's class and of another:
     the mean mass of the entry posterior of x_t on x_<t's entries of its class, and chance, the mean
@@ -255,7 +275,7 @@ def _same_class_mass(model: MemoryReader, images: tf.Tensor, config: EvalConfig,
     for classes in (c for c in config.classes if c >= 2):
         mass, chance = [], []
         for index in range(min(config.probe_episodes, config.num_sequences)):
-            sequence, labels = _sequence(images, config, classes, index, sampling)
+            sequence, labels = _sequence(images, config, classes, index, layout)
             labels = labels.numpy()
             for t in range(1, SEQUENCE_LENGTH):
                 same = labels[:t] == labels[t]

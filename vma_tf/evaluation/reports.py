@@ -197,7 +197,7 @@ def table1_markdown(results: dict[str, dict]) -> str:
     return (
         "# Table 1 of both papers: conditional NLL (nats)\n\n"
         f"K = {first['num_importance_samples']}, {first['num_sequences']} draws per cell, the same draws for every "
-        f"model; ± one standard error (— : the model cannot read so few images). Sequences"
+        f"model of a layout; ± one standard error{_NOT_SCORED}. Sequences"
         f"{_SAMPLINGS[first.get('sequence_sampling', 'distinct')]}. The test split of each run's dataset; the "
         "papers' rows are as published.\n\n"
         + "\n".join(sections)
@@ -231,6 +231,10 @@ def probes_markdown(results: dict[str, dict]) -> str:
     return text
 
 
+# What an empty cell means.
+_NOT_SCORED = (" (— : not scored: the model cannot read so few images, or the run's sequences put one drawing of "
+               "each class first, as the GMN authors' conditional models, and score from x_(C+1) on)")
+
 # How each sampler's sequences are described in the conditional table's header.
 _SAMPLINGS = {
     "distinct": " (distinct classes, no drawing twice)",
@@ -248,7 +252,7 @@ def conditional_markdown(result: dict) -> str:
         _header(result)
         + f"Sequences{_SAMPLINGS[result.get('sequence_sampling', 'distinct')]}; "
         f"K = {result['num_importance_samples']}, {result['num_sequences']} draws per cell, "
-        "± one standard error (— : the model cannot read so few images). The papers' rows are for "
+        f"± one standard error{_NOT_SCORED}. The papers' rows are for "
         "models trained on the Lake split at 28x28.\n\n"
         + "\n".join(sections) + "\n" + probes_markdown({_this_run(result): result})
     )
