@@ -12,7 +12,6 @@ table1.png (NLL against n, one panel per C and sampler; ours solid, the papers' 
 
 import json
 import os
-import platform
 import subprocess
 import sys
 
@@ -109,7 +108,7 @@ def main(argv):
             result = _evaluate(logdir, sampling, data)
             results[sampling][f"{name} ({_budget(logdir, result['meta']['checkpoint_step'])})"] = result
     os.makedirs(FLAGS.runs_dir, exist_ok=True)
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, {_cpu_name()}"
+    machine = reports.machine_description()
     table = os.path.join(FLAGS.runs_dir, "table1.md")
     with open(table, "w") as f:
         f.write(f"Trained and evaluated on {machine}.\n\n")
@@ -119,14 +118,6 @@ def main(argv):
         json.dump({"machine": machine, **results}, f, indent=1)
     reports.table1_figure(results, os.path.join(FLAGS.runs_dir, "table1.png"))
     print(f"wrote {table}")
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

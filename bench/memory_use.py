@@ -15,6 +15,8 @@ steps measures, on fixed probe batches of training episodes:
 - VIMCO: the spread over the K samples of the log-weights and of the learning signals
   s_k = L - L_{-k}, and E|s_k|;
 - the entries: their embeddings' mean pairwise cosine, and their RMS distance from the mean entry;
+- the queries: the mean norm of h_q(x) (q(a|x)'s inverse temperature), the mean pairwise cosine of
+  the probe targets' queries, and the spread of q(a|x)'s logits across targets per entry;
 - dead units: every bias entry whose gradient is exactly zero on all probe batches (a ReLU unit
   that no probe input switches on gets none, and under a ReLU it never comes back), per layer.
 Experiment flags change the run for the comparisons of README ("Learned memories: what collapsed
@@ -63,6 +65,8 @@ _COLUMNS = (
     ("|∇emb|", "grad_embedding", ".3g"), ("|∇emb score|", "score_grad_embedding", ".3g"),
     ("|∇rest|", "grad_rest", ".3g"), ("ΔM_rms/step", "memory_change_rms_per_step", ".3g"),
     ("signal_sd", "signal_spread", ".3f"), ("cos", "embedding_cosine", ".2f"), ("entry_sd", "entry_spread", ".3f"),
+    ("|e_q|", "query_norm", ".2f"), ("cos_q", "query_cosine", ".2f"),
+    ("logit_sd_x", "logit_spread_across_targets", ".3f"),
     ("logit_sd", "logit_spread", ".3f"), ("dead", "dead_units_total", "d"),
 )
 
@@ -113,6 +117,9 @@ def probe(trainer: training.Trainer, batch, seed) -> dict[str, tf.Tensor]:
     cosine = tf.matmul(embeddings, embeddings, transpose_b=True)
     entries = tf.cast(tf.reshape(encoded.entries, [tf.shape(encoded.entries)[0], -1]), tf.float32)
     logits = log_q - tf.reduce_mean(log_q, axis=-1, keepdims=True)
+    # ||e_q|| scales every logit of q(a|x) (S = ||e_q|| cos): the posterior's inverse temperature.
+    queries = model.target_features(batch.targets)[1]
+    query_directions = tf.math.l2_normalize(queries, axis=-1)
     values = {
         "kl_a": tf.reduce_mean(tf.reduce_sum(q * (log_q - log_p), axis=-1)),
         "entropy_q": tf.reduce_mean(entropy(q)),
@@ -121,6 +128,9 @@ def probe(trainer: training.Trainer, batch, seed) -> dict[str, tf.Tensor]:
         "mutual_information": addressing.mutual_information(posterior),
         "logit_spread": tf.reduce_mean(tf.math.reduce_std(logits, axis=-1)),
         "embedding_cosine": tf.reduce_mean(cosine),
+        "query_norm": tf.reduce_mean(tf.norm(queries, axis=-1)),
+        "query_cosine": tf.reduce_mean(tf.matmul(query_directions, query_directions, transpose_b=True)),
+        "logit_spread_across_targets": tf.reduce_mean(tf.math.reduce_std(logits, axis=0)),
         "entry_spread": tf.sqrt(tf.reduce_mean(tf.square(entries - tf.reduce_mean(entries, axis=0)))),
         "log_weight_spread": tf.reduce_mean(tf.math.reduce_std(record.log_weights, axis=0)),
         "signal_spread": tf.reduce_mean(tf.math.reduce_std(signal, axis=0)),
@@ -151,6 +161,7 @@ def main(argv):
     for variable in trainer.model.trainable_variables:
         if any(name in variable.path for name in FLAGS.zero_init):
             variable.assign(tf.zeros_like(variable))
+    trainer.start_memory_from_data()  # as train.py's fresh runs (--memory_init=data)
     probe_batches = list(dataset_from(10**7).take(FLAGS.probe_batches))
     probe_fn = tf.function(probe)
     memory = trainer.model.learned_memory

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from conftest import REPO
 
-from vma_tf import objectives, tasks, training
+from vma_tf import checkpoints, objectives, tasks, training
 from vma_tf.config import DataConfig, EpisodeConfig, ModelConfig, RunConfig, TrainConfig
 from vma_tf.data import images, mnist, omniglot
 from vma_tf.errors import UserInputError
@@ -131,6 +131,70 @@ def test_a_learned_memory_starts_as_random_blobs_or_small_vectors():
         ModelConfig(**MLP, tie_embeddings=False, memory="learned", memory_size=64, memory_dim=256)
     ).learned_memory.numpy()
     assert abs(vectors.std() - 0.1) < 0.005 and abs(vectors.mean()) < 0.005
+
+
+def _learned_run(mnist_dir, cache_dir, logdir, **model):
+    return RunConfig(
+        data=DataConfig(dataset="mnist", data_dir=mnist_dir, image_size=S, cache_dir=cache_dir),
+        episodes=EpisodeConfig(),
+        model=ModelConfig(**MLP, memory="learned", memory_size=M, **model),
+        train=TrainConfig(logdir=logdir, batch_size=B, seed=3),
+    )
+
+
+def test_a_fresh_learned_memory_starts_from_distinct_training_images(mnist_dir, cache_dir, tmp_path):
+    config = _learned_run(mnist_dir, cache_dir, str(tmp_path))
+    task = tasks.build_task(config)
+    trainer = training.Trainer(config, S, task)
+    trainer.start_memory_from_data()
+    memory = trainer.model.learned_memory.numpy()[..., 0]
+    train = mnist.load_splits(config.data)["train"]
+    matches = [np.flatnonzero((train == entry).all(axis=(1, 2))) for entry in memory]
+    assert all(len(found) for found in matches)  # every entry is a training image
+    assert len({tuple(found) for found in matches}) == M  # ... a different one each
+    np.testing.assert_array_equal(task.training_images(M, 3).numpy()[..., 0], memory)  # a function of the seed
+    assert not np.array_equal(task.training_images(M, 4).numpy(), task.training_images(M, 3).numpy())
+
+
+def test_vector_entries_start_as_a_standardised_projection_of_training_images(mnist_dir, cache_dir, tmp_path):
+    config = _learned_run(mnist_dir, cache_dir, str(tmp_path), tie_embeddings=False, memory_dim=64)
+    trainer = training.Trainer(config, S, tasks.build_task(config))
+    model = trainer.model
+    a, b, others = _images(1, 5), _images(1, 6), _images(M - 5, 7)
+    entries = tf.concat([a, b, a + b, tf.zeros_like(a), a, others], axis=0)
+    model.start_memory_from(entries, tf.constant([1, 2]))
+    vectors = model.learned_memory.numpy()
+    assert abs(vectors.mean()) < 1e-5 and abs(vectors.std() - 1.0) < 1e-4
+    np.testing.assert_allclose(vectors[4], vectors[0], rtol=1e-6)  # a function of the image alone
+    # A linear map, then one shift and scale for all: v(a + b) = v(a) + v(b) - v(0).
+    np.testing.assert_allclose(vectors[2], vectors[0] + vectors[1] - vectors[3], atol=1e-4)
+    model.start_memory_from(entries, tf.constant([1, 3]))
+    assert not np.allclose(model.learned_memory.numpy(), vectors)  # the projection is the seed's
+
+
+def test_memory_init_random_keeps_the_random_start(mnist_dir, cache_dir, tmp_path):
+    config = _learned_run(mnist_dir, cache_dir, str(tmp_path), memory_init="random")
+    trainer = training.Trainer(config, S, tasks.build_task(config))
+    before = trainer.model.learned_memory.numpy()
+    assert trainer.model.memory_from_data == 0
+    trainer.start_memory_from_data()
+    np.testing.assert_array_equal(trainer.model.learned_memory.numpy(), before)
+
+
+def test_memory_init_acts_at_a_fresh_start_only(mnist_dir, cache_dir, tmp_path):
+    """A resume keeps the trained memory whatever --memory_init says, and is not refused for it."""
+    config = _learned_run(mnist_dir, cache_dir, str(tmp_path))
+    config = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, steps=1, export=False, log_every=1, checkpoint_every=1, image_summary_every=100))
+    training.train(config)
+    first = checkpoints.restore_model(str(tmp_path))[1].learned_memory.numpy()
+    training.train(dataclasses.replace(
+        config, model=dataclasses.replace(config.model, memory_init="random"),
+        train=dataclasses.replace(config.train, steps=2),
+    ))
+    _, model, step = checkpoints.restore_model(str(tmp_path))
+    assert step == 2
+    assert np.abs(model.learned_memory.numpy() - first).max() < 10 * config.train.learning_rate  # one Adam step
 
 
 def test_learned_batches_have_an_empty_memory():

@@ -169,7 +169,7 @@ def require_trained_model(prefix: str, config: ModelConfig, described_by: str) -
     trained = json.loads(reader.get_tensor(MODEL_CONFIG_KEY).decode())
     given = json.loads(json.dumps(dataclasses.asdict(config)))
     for name, value in given.items():
-        if name in trained and trained[name] != value:
+        if name in trained and trained[name] != value and name not in RESUMABLE_SETTINGS["model"]:
             raise UserInputError(
                 f"{described_by} gives {name}={value!r} but {prefix} was trained with {name}={trained[name]!r}"
             )
@@ -215,6 +215,7 @@ def restore_model(logdir: str) -> tuple[RunConfig, keras.Model, int]:
 # dispatched. Every other setting is part of the experiment.
 RESUMABLE_SETTINGS = {
     "data": ("data_dir", "cache_dir"),
+    "model": ("memory_init",),  # acts at a fresh start only
     "train": ("logdir", "steps", "log_every", "checkpoint_every", "max_checkpoints", "image_summary_every", "export",
               "steps_per_call", "strategy", "max_nonfinite_steps", "poison_steps"),
 }

@@ -91,6 +91,11 @@ class ModelConfig:
     memory_size: |M| of "recall" and "learned"; "sequence": each x_t of a sequence reads x_<t.
     memory_dim: "learned" only: 0 for entries shaped like images, or the size of vector entries
       (the MLP model only; the paper's MNIST runs: 256).
+    memory_init: "learned" only: how a fresh run's entries start. "data": memory_size random
+      training images; vector entries a fixed random projection of them, standardised (issue 31:
+      entries that differ as the data do let q(a|x) specialise whatever the seed or the CPU).
+      "random": random blobs (images) or N(0, 0.1^2) (vectors), which leave the memory unused or
+      sent to a single entry depending on the seed and the CPU's rounding.
     gmn_pseudo_input: GMN reads a learned pseudo-input besides its context (False: the paper's
       "conditional" GMN, which needs at least one context image).
     gmn_attention: "full" (attention) or "avg" (the unweighted mean of the prototypes).
@@ -113,6 +118,7 @@ class ModelConfig:
     memory: str = "few_shot"
     memory_size: int = 256
     memory_dim: int = 0
+    memory_init: str = "data"
     gmn_pseudo_input: bool = True
     gmn_attention: str = "full"
     gmn_hops: int = 4
@@ -122,6 +128,7 @@ class ModelConfig:
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 SEQUENCE_SAMPLINGS = ("distinct", "with_replacement")
+MEMORY_INITS = ("data", "random")
 
 
 @dataclasses.dataclass(frozen=True)

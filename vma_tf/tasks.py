@@ -29,6 +29,7 @@ from vma_tf.errors import UserInputError
 from vma_tf.models import GenerativeModel, LogWeights, context_for
 
 _IMAGE_GRID_COLUMNS = 8  # image summaries of batches without classes
+_MEMORY_IMAGES_STREAM = 31  # numpy's seed stream of the images a learned memory starts from
 
 
 class Task:
@@ -53,6 +54,11 @@ class Task:
         """Loads the training split; returns its image size and the dataset of the Episodes of the
         training steps from a given one on."""
         raise NotImplementedError
+
+    def training_images(self, count: int, seed: int) -> tf.Tensor:
+        """`count` distinct random training images, float32 [count, S, S, 1], a function of `seed`:
+        where a learned memory starts."""
+        raise UserInputError(f"--memory={self.run.model.memory} has no training images to start a memory from")
 
     def test_batches(
         self, test: CharacterSet | np.ndarray, config: EvalConfig, seed_of: Callable[[int], tf.Tensor]
@@ -267,6 +273,13 @@ class ImageBatchTask(Task):
         return train_images.shape[1], lambda start: flat_images.batch_dataset(
             train_images, 0, train.batch_size, train.seed, start_step=start
         )
+
+    def training_images(self, count, seed):
+        train_images = flat_images.load_splits(self.run.data)["train"]
+        if count > len(train_images):
+            raise UserInputError(f"--memory_size={count} but the training split has {len(train_images)} images")
+        chosen = np.random.default_rng([seed, _MEMORY_IMAGES_STREAM]).choice(len(train_images), count, replace=False)
+        return tf.constant(train_images[chosen, ..., None], tf.float32)
 
     def test_batches(self, test, config, seed_of):
         # Distinct random test images, batch by batch: every image at most once.

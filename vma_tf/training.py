@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from vma_tf import checkpoints, export, files, nets, objectives, summaries, tasks
-from vma_tf.config import RunConfig, TrainConfig
+from vma_tf.config import MEMORY_INITS, RunConfig, TrainConfig
 from vma_tf.data.episodes import Episode
 from vma_tf.errors import RunDivergedError, RunInterruptedError, StorageError, UserInputError, require_positive
 from vma_tf.models import REGISTRY, MemoryReader, build_model, context_for
@@ -34,7 +34,7 @@ from vma_tf.seeds import seed_for
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-_MODEL_STREAM, _SUMMARY_STREAM = 1, 2
+_MODEL_STREAM, _SUMMARY_STREAM, _MEMORY_STREAM = 1, 2, 3
 _MAX_SHOWN = 64  # memory entries in image summaries
 
 
@@ -109,6 +109,8 @@ def _validate_model(config: RunConfig) -> None:
             f"--num_samples must be at least {entry.min_num_samples} for --model={model.name}"
             + (" (VIMCO)" if entry.min_num_samples > 1 else "") + f", got {config.train.num_samples}"
         )
+    if model.memory_init not in MEMORY_INITS:
+        raise UserInputError(f"--memory_init must be one of {MEMORY_INITS}, got {model.memory_init!r}")
     if model.memory_dim < 0:
         raise UserInputError(f"--memory_dim must not be negative (0: image entries), got {model.memory_dim}")
     if model.memory_dim and model.memory != "learned":
@@ -264,6 +266,14 @@ class Trainer:
                     self.checkpoint, self._run_directory, max_to_keep=self.config.train.max_checkpoints
                 )
         return int(self.step.numpy())
+
+    def start_memory_from_data(self) -> None:
+        """A fresh run's learned memory starts from training images, when the model asks for them."""
+        count = self.model.memory_from_data
+        if count:
+            seed = seed_for(self.config.train.seed, 0, _MEMORY_STREAM)
+            with self.strategy.scope():
+                self.model.start_memory_from(self.task.training_images(count, self.config.train.seed), seed)
 
     def save(self, step: int) -> None:
         """Writes checkpoint `step`. A failed write (a full disk) removes its partial files and
@@ -427,6 +437,8 @@ def _train(config: RunConfig, trainer: Trainer, dataset_from) -> dict[str, float
     if chief:
         checkpoints.write_run_config(config)
         _drop_metrics_after(metrics_path, start)
+    if start == 0:
+        trainer.start_memory_from_data()
     if start >= train_config.steps:
         logger.info("step %d already reached in %s", start, train_config.logdir)
         if chief:

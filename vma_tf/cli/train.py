@@ -16,6 +16,7 @@ from absl import app, flags
 from vma_tf.cli import commands, flagfiles
 from vma_tf.cli.tensorflow_logs import VERBOSE_HELP, quiet_tensorflow
 from vma_tf.config import (
+    MEMORY_INITS,
     SEQUENCE_SAMPLINGS,
     STRATEGIES,
     DataConfig,
@@ -92,6 +93,13 @@ flags.DEFINE_enum(
     "each reading the ones before it (GMN, and both papers' Table 1).",
 )
 flags.DEFINE_integer("memory_size", ModelConfig.memory_size, "|M| of a recall or learned memory.")
+flags.DEFINE_enum(
+    "memory_init",
+    ModelConfig.memory_init,
+    list(MEMORY_INITS),
+    "Learned memory only: data (random training images; vectors: a fixed random projection of them) or "
+    "random (blobs, or N(0, 0.1^2) vectors); see README.",
+)
 flags.DEFINE_integer(
     "memory_dim",
     ModelConfig.memory_dim,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import textwrap
 
 import matplotlib
@@ -546,3 +547,13 @@ FIGURES = {
     "memory_sweep": memory_sweep_figure,
     "classification": classification_figure,
 }
+
+
+def machine_description() -> str:
+    """"<architecture>, <n> cores, <CPU model>": where a result was measured."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or "unknown CPU"
+    return f"{platform.machine()}, {os.cpu_count()} cores, {cpu}"

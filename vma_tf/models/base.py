@@ -81,6 +81,15 @@ class GenerativeModel(keras.Model):
         raise NotImplementedError
 
     @property
+    def memory_from_data(self) -> int:
+        """How many training images a fresh run's learned memory starts from (0: none)."""
+        return 0
+
+    def start_memory_from(self, images: tf.Tensor, seed: tf.Tensor) -> None:
+        """Sets the learned memory from images float32 [memory_from_data, S, S, 1]."""
+        raise NotImplementedError
+
+    @property
     def min_context_size(self) -> int:
         """The fewest context entries a target must see: 1 for a model that reads its context and
         has nothing else to read (a read from an empty set is undefined), else 0."""

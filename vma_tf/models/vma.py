@@ -36,6 +36,9 @@ tfd = tfp.distributions
 # Memory entries embedded per chunk by `encode_context`: bounds the embedder's activations.
 EMBEDDING_CHUNK = 1024
 
+# The standard deviation of random learned vector entries at the start (--memory_init=random).
+VECTOR_ENTRY_SCALE = 0.1
+
 
 def gather_entries(encoded: NamedTuple, addresses: tf.Tensor) -> NamedTuple:
     """Every per-entry field of an encoding, gathered at addresses [...]: leading shape [...]
@@ -86,15 +89,36 @@ class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
         if config.memory == "learned":
             size = config.image_size
             entry_shape = (config.memory_dim,) if config.memory_dim else (size, size, 1)
-            # Vectors start as N(0, 0.1^2) (issue 16). At N(0, 1) the entries differ so much through
-            # the decoder's paths from m_a (VIMCO's log-weights spread 7.9 nats over the K samples
-            # at step 1) that q(a|x) sends every target to the one best entry within 100 steps, and
-            # p(a) then follows: KL(q||p) -> 0, the memory lost. The band is narrow: at 0.3 two
-            # entries win, at 0.05 the entries are too alike to be told apart.
-            initializer = keras.initializers.RandomNormal(stddev=0.1) if config.memory_dim else RandomImages()
+            # --memory_init=random's start; with "data" the trainer replaces it by training images
+            # (start_memory_from) before a fresh run's first step. Random vectors start as
+            # N(0, 0.1^2) (issue 16). At N(0, 1) the entries differ so much through the decoder's
+            # paths from m_a (VIMCO's log-weights spread 7.9 nats over the K samples at step 1) that
+            # q(a|x) sends every target to the one best entry within 100 steps, and p(a) then
+            # follows: KL(q||p) -> 0, the memory lost. The band is narrow and moves with the seed and
+            # the CPU (issue 31): at 0.3 two entries win, at 0.05 the entries are too alike.
+            initializer = (
+                keras.initializers.RandomNormal(stddev=VECTOR_ENTRY_SCALE) if config.memory_dim else RandomImages()
+            )
             self.learned_memory = self.add_weight(
                 shape=(config.memory_size, *entry_shape), initializer=initializer, name="learned_memory"
             )
+
+    @property
+    def memory_from_data(self) -> int:
+        learned = self.learned_memory is not None and self.model_config.memory_init == "data"
+        return self.learned_memory.shape[0] if learned else 0
+
+    def start_memory_from(self, images: tf.Tensor, seed: tf.Tensor) -> None:
+        """Image entries become the images; vector entries a fixed random projection of them,
+        standardised to mean 0 and variance 1 over all values, so that entries differ as the images
+        do. (At the random vectors' scale, 0.1, seeds 1 and 2 sent every target to one entry by
+        step 600, as random N(0, 1) vectors do: issue 31.)"""
+        if len(self.learned_memory.shape) == 4:
+            self.learned_memory.assign(images)
+            return
+        pixels = tf.reshape(images, [images.shape[0], -1])
+        projected = pixels @ tf.random.stateless_normal([pixels.shape[1], self.learned_memory.shape[1]], seed)
+        self.learned_memory.assign((projected - tf.reduce_mean(projected)) / tf.math.reduce_std(projected))
 
     # -- hooks -------------------------------------------------------------------------------
 
