@@ -5,8 +5,9 @@ them). Memory entries are images, flattened, or, for a learned memory, vectors o
 `memory_dim`. The first layer of q(z|x, m_a) on concat(x, m_a) is W_x x + W_m m_a, and that of
 p(x|z, m_a) on concat(z, m_a) is W_z z + W_m' m_a: the m_a halves are computed once per entry.
 Feeding m_a itself to the decoder (rather than a narrow code of it) and adding a linear map of
-m_a to the logits is what lets the address carry the target (DESIGN.md: with only a narrow
-path, train-to-recall stalled at KL_a ≈ 0.9 nats).
+m_a to the logits is what lets the address carry the target (in a prototype, with only a
+narrow path, MNIST train-to-recall with |M| = 16 stalled at KL_a ≈ 0.9 nats; with m_a fed in,
+KL_a reached 2.5 of log 16 = 2.77).
 """
 
 from __future__ import annotations
