@@ -11,8 +11,8 @@ from vma_tf.data import episodes
 from vma_tf.data.episodes import Episode, causal_visibility, sample_sequence_episode
 from vma_tf.errors import UserInputError
 from vma_tf.models import REGISTRY, build_model
-from vma_tf.models.base import grouped_matmul, visibility_groups
 from vma_tf.models.gmn import GMN_MATCHINGS, PROTOTYPE_DIM, STRENGTH_RANGE
+from vma_tf.visibility import grouped_matmul, visibility_groups
 
 SEQUENCES, LENGTH, K = 2, 6, 3
 SMALL = dict(latent_dim=8, embed_dim=16, conv_channels=8, hidden_units=32)

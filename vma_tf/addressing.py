@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vma_tf import nets
-from vma_tf.models.base import grouped_matmul, masked_logits, split_groups, visibility_groups
+from vma_tf.visibility import grouped_matmul, masked_logits, split_groups, visibility_groups
 
 tfd = tfp.distributions
 

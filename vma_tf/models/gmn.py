@@ -46,12 +46,8 @@ from vma_tf.models.base import (
     LogWeights,
     attention_entropy,
     broadcast_to_samples,
-    grouped_matmul,
-    masked_logits,
-    merge_groups,
-    split_groups,
-    visibility_groups,
 )
+from vma_tf.visibility import grouped_matmul, masked_logits, merge_groups, split_groups, visibility_groups
 
 tfd = tfp.distributions
 

@@ -22,16 +22,9 @@ import tensorflow_probability as tfp
 
 from vma_tf import addressing, nets
 from vma_tf.config import ModelConfig
-from vma_tf.models.base import (
-    AttendingMemory,
-    LogWeights,
-    attention_entropy,
-    grouped_matmul,
-    masked_logits,
-    split_groups,
-    visibility_groups,
-)
+from vma_tf.models.base import AttendingMemory, LogWeights, attention_entropy
 from vma_tf.models.vae import ConvVAE
+from vma_tf.visibility import grouped_matmul, masked_logits, split_groups, visibility_groups
 
 tfd = tfp.distributions
 
