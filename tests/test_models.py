@@ -11,8 +11,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from vma_tf import addressing, nets, objectives
+from vma_tf import addressing, models, nets, objectives
 from vma_tf.config import ModelConfig
+from vma_tf.errors import UserInputError
 from vma_tf.evaluation.bounds import BoundEvaluator
 from vma_tf.export import LOG_LIKELIHOOD_SEED, export_saved_model
 from vma_tf.models import REGISTRY, AddressedMemory, AttendingMemory, MemoryReader, build_model, context_for
@@ -414,3 +415,21 @@ def test_soft_attention_reads_the_attention_weighted_mean_of_the_entries():
     assert record.reads.shape == (K, B, M)
     entropy = -(record.reads.numpy() * np.log(record.reads.numpy())).sum(-1)
     np.testing.assert_allclose(record.diagnostics["entropy_attention"].numpy(), entropy, rtol=1e-4)
+
+
+def test_each_model_class_checks_the_settings_it_reads():
+    """Validation by capability (issue 29): the registry checks names, K and tasks; each class its own
+    settings, before anything is built, in one UserInputError."""
+    with pytest.raises(UserInputError, match="--gmn_attention must be one of"):
+        models.validate(ModelConfig(name="gmn", memory="sequence", gmn_attention="max"), num_samples=1)
+    with pytest.raises(UserInputError, match="--gmn_hops and --gmn_prior_hops must be at least 1"):
+        build_model(ModelConfig(name="gmn", memory="sequence", gmn_hops=0))
+    with pytest.raises(UserInputError, match=r"--model_arch=resnet \(GMN's nets\) takes 28x28 images"):
+        build_model(ModelConfig(name="gmn", memory="sequence", model_arch="resnet", image_size=26))
+    with pytest.raises(UserInputError, match=r"--prior must be one of \('learned', 'flat'\), got 'uniform'"):
+        models.validate(ModelConfig(prior="uniform"), num_samples=4)
+    with pytest.raises(UserInputError, match="--memory_dim .* needs --model_arch=mlp"):
+        models.validate(ModelConfig(memory="learned", memory_dim=8), num_samples=4)
+    with pytest.raises(UserInputError, match=r"--num_samples must be at least 2 for --model=vma \(VIMCO\)"):
+        models.validate(ModelConfig(), num_samples=1)
+    models.validate(ModelConfig(name="vae", memory="none", prior="uniform", gmn_hops=0), num_samples=1)  # not its own

@@ -24,11 +24,11 @@ import time
 import keras
 import tensorflow as tf
 
-from vma_tf import checkpoints, export, files, nets, objectives, summaries, tasks
-from vma_tf.config import MEMORY_INITS, RunConfig, TrainConfig
+from vma_tf import checkpoints, export, files, models, objectives, summaries, tasks
+from vma_tf.config import RunConfig, TrainConfig
 from vma_tf.data.episodes import Episode
 from vma_tf.errors import RunDivergedError, RunInterruptedError, StorageError, UserInputError, require_positive
-from vma_tf.models import REGISTRY, MemoryReader, build_model, context_for
+from vma_tf.models import MemoryReader, build_model, context_for
 from vma_tf.seeds import seed_for
 
 logger = logging.getLogger(__name__)
@@ -41,14 +41,16 @@ _MAX_SHOWN = 64  # memory entries in image summaries
 MAX_STEPS = 2**62  # far past any run, and inside the int64 step counter
 
 
-def validate(config: RunConfig) -> None:
-    """Raises UserInputError for flag values that cannot work, before any data is read."""
+def validate(config: RunConfig) -> tasks.Task:
+    """Raises UserInputError for flag values that cannot work, before any data is read; returns the
+    run's task."""
     train, model = config.train, config.model
-    _validate_model(config)
+    # The model's nets are built for the data's images.
+    models.validate(dataclasses.replace(model, image_size=config.data.image_size), train.num_samples)
+    task = tasks.build_task(config)
+    task.validate()
     if train.vimco_baseline not in objectives.VIMCO_BASELINES:
         raise UserInputError(f"--vimco_baseline must be one of {objectives.VIMCO_BASELINES}")
-    if model.prior not in ("learned", "flat"):
-        raise UserInputError(f"--prior must be 'learned' or 'flat', got {model.prior!r}")
     if train.mixed_precision not in PRECISIONS:
         raise UserInputError(f"--mixed_precision must be one of {PRECISIONS}")
     require_positive({
@@ -89,46 +91,7 @@ def validate(config: RunConfig) -> None:
         raise UserInputError(f"--weight_decay must be a non-negative number, got {train.weight_decay}")
     if os.path.exists(train.logdir) and not os.path.isdir(train.logdir):
         raise UserInputError(f"--logdir={train.logdir} is a file, not a folder")
-
-
-def _validate_model(config: RunConfig) -> None:
-    model = config.model
-    if model.name not in REGISTRY:
-        raise UserInputError(f"--model must be one of {tuple(REGISTRY)}, got {model.name!r}")
-    entry = REGISTRY[model.name]
-    if model.model_arch not in entry.architectures:
-        raise UserInputError(
-            f"--model_arch={model.model_arch} but --model={model.name} has nets for {tuple(entry.architectures)}"
-        )
-    task = tasks.build_task(config)
-    if model.memory not in entry.memories:
-        raise UserInputError(f"--memory={model.memory} but --model={model.name} trains with {entry.memories}")
-    task.validate()
-    if config.train.num_samples < entry.min_num_samples:
-        raise UserInputError(
-            f"--num_samples must be at least {entry.min_num_samples} for --model={model.name}"
-            + (" (VIMCO)" if entry.min_num_samples > 1 else "") + f", got {config.train.num_samples}"
-        )
-    if model.memory_init not in MEMORY_INITS:
-        raise UserInputError(f"--memory_init must be one of {MEMORY_INITS}, got {model.memory_init!r}")
-    if model.memory_dim < 0:
-        raise UserInputError(f"--memory_dim must not be negative (0: image entries), got {model.memory_dim}")
-    if model.memory_dim and model.memory != "learned":
-        raise UserInputError("--memory_dim (vector memory entries) needs --memory=learned; 0 means image entries")
-    if model.memory_dim and model.model_arch != "mlp":
-        raise UserInputError("--memory_dim (vector memory entries) needs --model_arch=mlp; conv nets read images")
-    if model.memory_dim and model.tie_embeddings:
-        raise UserInputError("vector memory entries (--memory_dim) need --tie_embeddings=false: h(m) and h_q(x) "
-                             "read different inputs")
-    if model.model_arch == "resnet" and config.data.image_size != nets.GMN_IMAGE_SIZE:
-        raise UserInputError(
-            f"--model_arch=resnet (GMN's nets) takes {nets.GMN_IMAGE_SIZE}x{nets.GMN_IMAGE_SIZE} images: "
-            f"pass --image_size={nets.GMN_IMAGE_SIZE}, got {config.data.image_size}"
-        )
-    if model.gmn_hops < 1 or model.gmn_prior_hops < 1:
-        raise UserInputError("--gmn_hops and --gmn_prior_hops must be at least 1")
-    if not model.mlp_units or min(model.mlp_units) < 1:
-        raise UserInputError(f"--mlp_units must be a list of positive integers, got {list(model.mlp_units)}")
+    return task
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -404,7 +367,7 @@ class Trainer:
 
 def train(config: RunConfig) -> dict[str, float]:
     """Trains (or resumes) the run `config` describes; returns the last logged metrics."""
-    validate(config)
+    task = validate(config)
     train_config = config.train
     foreign = checkpoints.foreign_entries(train_config.logdir)
     if foreign:
@@ -413,7 +376,6 @@ def train(config: RunConfig) -> dict[str, float]:
                              "use an empty or new folder")
     files.require_writable(train_config.logdir)
     checkpoints.check_entry_kinds(train_config.logdir)
-    task = tasks.build_task(config)
     logger.info("reading %s (the first run decodes and caches it)", config.data.dataset)
     image_size, dataset_from = task.training_data()
     checkpoints.check_compatible(config)

@@ -7,11 +7,11 @@ mixins), never which model it is; the registry below is the one place that knows
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import tensorflow as tf
 
 from vma_tf.config import ModelConfig
+from vma_tf.errors import UserInputError
 from vma_tf.models.base import (
     AddressedMemory,
     AttendingMemory,
@@ -40,6 +40,7 @@ __all__ = [
     "build_model",
     "context_for",
     "read_weights",
+    "validate",
 ]
 
 
@@ -52,7 +53,7 @@ class ModelEntry:
     min_num_samples: the least K its objective works with (VIMCO's leave-one-out needs 2).
     """
 
-    architectures: dict[str, Callable[[ModelConfig], GenerativeModel]]
+    architectures: dict[str, type[GenerativeModel]]
     memories: tuple[str, ...]
     min_num_samples: int
 
@@ -67,10 +68,33 @@ REGISTRY: dict[str, ModelEntry] = {
 }
 
 
+def validate(config: ModelConfig, num_samples: int) -> None:
+    """Raises UserInputError unless the registry has `config`'s model and architecture, trains it
+    with `config.memory` and with K = num_samples samples, and its class takes the settings
+    (`GenerativeModel.check_config`); builds nothing."""
+    if config.name not in REGISTRY:
+        raise UserInputError(f"--model must be one of {tuple(REGISTRY)}, got {config.name!r}")
+    entry = REGISTRY[config.name]
+    if config.model_arch not in entry.architectures:
+        raise UserInputError(
+            f"--model_arch={config.model_arch} but --model={config.name} has nets for {tuple(entry.architectures)}"
+        )
+    if config.memory not in entry.memories:
+        raise UserInputError(f"--memory={config.memory} but --model={config.name} trains with {entry.memories}")
+    if num_samples < entry.min_num_samples:
+        raise UserInputError(
+            f"--num_samples must be at least {entry.min_num_samples} for --model={config.name}"
+            + (" (VIMCO)" if entry.min_num_samples > 1 else "") + f", got {num_samples}"
+        )
+    entry.architectures[config.model_arch].check_config(config)
+
+
 def build_model(config: ModelConfig) -> GenerativeModel:
     """The model a ModelConfig describes, with every variable created, so that a checkpoint
-    restores into all of them at once."""
-    model = REGISTRY[config.name].architectures[config.model_arch](config)
+    restores into all of them at once; UserInputError for settings its class cannot take."""
+    model_class = REGISTRY[config.name].architectures[config.model_arch]
+    model_class.check_config(config)
+    model = model_class(config)
     image = tf.zeros([1, config.image_size, config.image_size, 1])
     model.log_weights_in_context(image, context_for(model, image), 2, tf.constant([0, 0], tf.int32))
     return model

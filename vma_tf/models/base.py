@@ -40,6 +40,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from vma_tf.config import ModelConfig
+
 tfd = tfp.distributions
 
 
@@ -75,6 +77,11 @@ class GenerativeModel(keras.Model):
     DIAGNOSTICS: tuple[str, ...] = ()
     # A memory the model trains itself, [M, ...]; None for models without one.
     learned_memory: tf.Variable | None = None
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        """Raises UserInputError for settings this model cannot be built with; reads no data.
+        Each class checks the settings it reads (and calls its parent's check)."""
 
     @property
     def reads_context(self) -> bool:

@@ -16,6 +16,7 @@ import tensorflow_probability as tfp
 
 from vma_tf import nets
 from vma_tf.config import ModelConfig
+from vma_tf.errors import UserInputError
 from vma_tf.models.vma import VariationalMemoryAddressing
 
 tfd = tfp.distributions
@@ -37,6 +38,12 @@ class ConvMemoryEncoding(NamedTuple):
 
 class ConvVMA(VariationalMemoryAddressing):
     """Memory entries are images [M, S, S, 1]; target features are the flattened top of the pyramid [B, F]."""
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        super().check_config(config)
+        if config.memory_dim:
+            raise UserInputError("--memory_dim (vector memory entries) needs --model_arch=mlp; conv nets read images")
 
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(config, **kwargs)

@@ -40,6 +40,7 @@ import tensorflow_probability as tfp
 
 from vma_tf import nets
 from vma_tf.config import ModelConfig
+from vma_tf.errors import UserInputError
 from vma_tf.models.base import (
     AttendingMemory,
     GenerativeModel,
@@ -178,12 +179,18 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
 
     DIAGNOSTICS = ("kl_z", "entropy_attention")
 
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        super().check_config(config)
+        if config.gmn_attention not in GMN_ATTENTIONS:
+            raise UserInputError(f"--gmn_attention must be one of {GMN_ATTENTIONS}, got {config.gmn_attention!r}")
+        if config.gmn_matching not in GMN_MATCHINGS:
+            raise UserInputError(f"--gmn_matching must be one of {GMN_MATCHINGS}, got {config.gmn_matching!r}")
+        if config.gmn_hops < 1 or config.gmn_prior_hops < 1:
+            raise UserInputError("--gmn_hops and --gmn_prior_hops must be at least 1")
+
     def __init__(self, config: ModelConfig, encoder: keras.layers.Layer, decoder: keras.layers.Layer, **kwargs):
         super().__init__(name="gmn", **kwargs)
-        if config.gmn_attention not in GMN_ATTENTIONS:
-            raise ValueError(f"gmn_attention must be one of {GMN_ATTENTIONS}, got {config.gmn_attention!r}")
-        if config.gmn_matching not in GMN_MATCHINGS:
-            raise ValueError(f"gmn_matching must be one of {GMN_MATCHINGS}, got {config.gmn_matching!r}")
         self.model_config = config
         self.encoder = encoder
         self.decoder = decoder
@@ -382,9 +389,17 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
 class ResidualGMN(GenerativeMatchingNetwork):
     """GMN with the residual nets of appendix C (28x28 images, 288-d prototypes)."""
 
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        super().check_config(config)
+        size = nets.GMN_IMAGE_SIZE
+        if config.image_size != size:
+            raise UserInputError(
+                f"--model_arch=resnet (GMN's nets) takes {size}x{size} images: pass --image_size={size}, got "
+                f"{config.image_size}"
+            )
+
     def __init__(self, config: ModelConfig, **kwargs):
-        if config.image_size != nets.GMN_IMAGE_SIZE:
-            raise ValueError(f"the residual GMN nets take {nets.GMN_IMAGE_SIZE}x{nets.GMN_IMAGE_SIZE} images")
         super().__init__(config, nets.ResidualEncoder(name="encoder"), nets.ResidualDecoder(name="decoder"), **kwargs)
 
 

@@ -20,6 +20,7 @@ import tensorflow_probability as tfp
 
 from vma_tf import nets
 from vma_tf.config import ModelConfig
+from vma_tf.errors import UserInputError
 from vma_tf.models.vma import VariationalMemoryAddressing
 
 tfd = tfp.distributions
@@ -44,6 +45,15 @@ def _flat(entries: tf.Tensor) -> tf.Tensor:
 
 class MlpVMA(VariationalMemoryAddressing):
     """Target features are x's term of q(z|x, m_a)'s first layer [B, H]."""
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        super().check_config(config)
+        if config.memory_dim and config.tie_embeddings:
+            raise UserInputError("vector memory entries (--memory_dim) need --tie_embeddings=false: h(m) and h_q(x) "
+                                 "read different inputs")
+        if not config.mlp_units or min(config.mlp_units) < 1:
+            raise UserInputError(f"--mlp_units must be a list of positive integers, got {list(config.mlp_units)}")
 
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(config, **kwargs)

@@ -27,7 +27,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from vma_tf import addressing, nets
-from vma_tf.config import ModelConfig
+from vma_tf.config import MEMORY_INITS, ModelConfig
+from vma_tf.errors import UserInputError
 from vma_tf.models.base import AddressedMemory, CompactMemory, GenerativeModel, LogWeights, broadcast_to_samples
 
 tfd = tfp.distributions
@@ -35,6 +36,9 @@ tfd = tfp.distributions
 
 # Memory entries embedded per chunk by `encode_context`: bounds the embedder's activations.
 EMBEDDING_CHUNK = 1024
+
+# p(a): the similarity to a learned query, or flat.
+PRIORS = ("learned", "flat")
 
 # The standard deviation of random learned vector entries at the start (--memory_init=random).
 VECTOR_ENTRY_SCALE = 0.1
@@ -102,6 +106,18 @@ class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
             self.learned_memory = self.add_weight(
                 shape=(config.memory_size, *entry_shape), initializer=initializer, name="learned_memory"
             )
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        super().check_config(config)
+        if config.prior not in PRIORS:
+            raise UserInputError(f"--prior must be one of {PRIORS}, got {config.prior!r}")
+        if config.memory_init not in MEMORY_INITS:
+            raise UserInputError(f"--memory_init must be one of {MEMORY_INITS}, got {config.memory_init!r}")
+        if config.memory_dim < 0:
+            raise UserInputError(f"--memory_dim must not be negative (0: image entries), got {config.memory_dim}")
+        if config.memory_dim and config.memory != "learned":
+            raise UserInputError("--memory_dim (vector memory entries) needs --memory=learned; 0 means image entries")
 
     @property
     def memory_from_data(self) -> int:
