@@ -96,11 +96,6 @@ class Task:
         )
 
 
-def _ordinal(number: int) -> str:
-    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
-    return f"{number}{suffix}"
-
-
 def scored_targets(record: LogWeights, scored: tf.Tensor) -> LogWeights:
     """The record of the targets that scored bool [B] keeps: every per-sample field [K, B', ...] but
     `likelihood`, which still covers all B targets."""
@@ -234,7 +229,7 @@ class SequenceTask(Task):
         layout = ", one drawing of each class first" if shape.sequence_classes_first else ""
         return batches, (
             f"the earlier images of sequences of {shape.sequence_length} from {shape.sequence_classes} classes"
-            f"{layout} (targets: the {_ordinal(first_target + 1)} to the last)"
+            f"{layout} (targets: x_{first_target + 1} to x_{shape.sequence_length})"
         )
 
 
