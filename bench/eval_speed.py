@@ -31,6 +31,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from vma_tf import checkpoints, tasks  # noqa: E402
+from vma_tf.cli import flagfiles  # noqa: E402
 from vma_tf.cli import train as train_entry  # noqa: E402  (defines the training flags)
 from vma_tf.config import EvalConfig  # noqa: E402
 from vma_tf.data import images as flat_images  # noqa: E402
@@ -172,4 +173,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, argv=flagfiles.expand(sys.argv))  # shipped configurations by name

@@ -22,6 +22,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from vma_tf import objectives, tasks, training  # noqa: E402
+from vma_tf.cli import flagfiles  # noqa: E402
 from vma_tf.cli import train as train_entry  # noqa: E402  (defines the training flags)
 from vma_tf.models import build_model, context_for  # noqa: E402
 
@@ -99,4 +100,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, argv=flagfiles.expand(sys.argv))  # shipped configurations by name

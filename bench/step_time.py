@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from vma_tf import checkpoints, tasks, training  # noqa: E402
+from vma_tf.cli import flagfiles  # noqa: E402
 from vma_tf.cli import train as train_entry  # noqa: E402  (defines the training flags)
 from vma_tf.config import EvalConfig  # noqa: E402
 from vma_tf.evaluation import modes  # noqa: E402
@@ -71,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, argv=flagfiles.expand(sys.argv))  # shipped configurations by name

@@ -36,6 +36,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from vma_tf import tasks, training  # noqa: E402
+from vma_tf.cli import flagfiles  # noqa: E402
 from vma_tf.cli import train as train_entry  # noqa: E402  (defines the training flags)
 from vma_tf.config import RunConfig  # noqa: E402
 from vma_tf.data import episodes, omniglot  # noqa: E402
@@ -375,4 +376,4 @@ def print_tables(result: dict) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, argv=flagfiles.expand(sys.argv))  # shipped configurations by name

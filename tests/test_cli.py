@@ -113,11 +113,11 @@ def _absl_values(argv: list[str]) -> dict:
 
 
 def test_every_shipped_flagfile_expands_to_what_absl_reads(monkeypatch):
-    """Issue 30, newcomer item 8: the entry points expand --flagfile themselves; from the repository
-    root the result is absl's own, for every shipped configuration (nested ones included)."""
+    """Issue 30, newcomer item 8: the entry points expand --flagfile themselves; from the folder of
+    the shipped configurations the result is absl's own, for every one of them (nested ones included)."""
     from vma_tf.cli import flagfiles
 
-    monkeypatch.chdir(REPO)
+    monkeypatch.chdir(flagfiles.SHIPPED_DIR)
     names = flagfiles.shipped_names()
     assert "omniglot_gmn_avg1.flags" in names and len(names) >= 10
     for name in names:
@@ -148,6 +148,32 @@ def test_a_shipped_flagfile_is_found_by_name_from_any_folder(tmp_path, monkeypat
                           (["train.py", "--flagfile"], "--flagfile needs a file name")):
         with pytest.raises(UserInputError, match=message):
             flagfiles.expand(argv)
+
+
+def test_a_non_editable_install_finds_the_shipped_flagfiles(tmp_path):
+    """Issue 30: `pip install .` (not -e) installed no flagfiles, so `vma-train --flagfile=omniglot.flags`
+    failed. Installed from a copy of the sources (pip builds in the source folder), without
+    dependencies; run from another folder, the installed package resolves nested shipped flagfiles."""
+    import shutil
+
+    from vma_tf.cli import flagfiles
+
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "requirements.txt"):
+        shutil.copy(os.path.join(REPO, name), source)
+    shutil.copytree(os.path.join(REPO, "vma_tf"), source / "vma_tf", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(tmp_path / "installed"), str(source)], check=True, capture_output=True, timeout=300)
+    assert sorted(os.listdir(tmp_path / "installed" / "vma_tf" / "configs")) == flagfiles.shipped_names()
+    shutil.rmtree(source)
+    probe = ("from vma_tf.cli import flagfiles; "
+             "print(flagfiles.__file__); print(flagfiles.expand(['train.py', '--flagfile=omniglot_gmn_avg1.flags']))")
+    shown = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(tmp_path / "installed")}, check=True)
+    where, expanded = shown.stdout.splitlines()
+    assert where.startswith(str(tmp_path / "installed"))
+    assert expanded == str(flagfiles.expand(["train.py", "--flagfile=omniglot_gmn_avg1.flags"]))
 
 
 def test_train_py_outside_the_checkout_reads_a_shipped_flagfile(tmp_path):

@@ -53,7 +53,8 @@ def test_an_incompatible_logdir_is_refused_and_left_alone(data_dir, cache_dir, t
     # the seed (a changed --learning_rate used to be recorded and ignored by the restored Adam).
     for flag, stored in [("--latent_dim=5", "4"), ("--seed=1", "0"), ("--learning_rate=0.01", "0.0003"),
                          ("--split=lake", "45_5"), ("--num_samples=3", "4"), ("--memory_per_class=3", "2"),
-                         ("--learning_rate_boundaries=2", ""), ("--weight_decay=0.1", "0.0")]:
+                         ("--learning_rate_boundaries=2", ""), ("--weight_decay=0.1", "0.0"),
+                         ("--mixed_precision=mixed_float16", "float32")]:  # was a RestoreV2 traceback
         extra = ["--learning_rate_values=1e-4"] if "boundaries" in flag else []
         result = run_train(*common, flag, *extra, "--steps=6", check=False)
         assert result.returncode == 1

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -25,7 +26,7 @@ import keras
 import tensorflow as tf
 
 from vma_tf import checkpoints, export, files, models, objectives, summaries, tasks
-from vma_tf.config import RunConfig, TrainConfig
+from vma_tf.config import ModelConfig, RunConfig, TrainConfig
 from vma_tf.data.episodes import Episode
 from vma_tf.errors import RunDivergedError, RunInterruptedError, StorageError, UserInputError, require_positive
 from vma_tf.models import MemoryReader, build_model, context_for
@@ -92,6 +93,54 @@ def validate(config: RunConfig) -> tasks.Task:
     if os.path.exists(train.logdir) and not os.path.isdir(train.logdir):
         raise UserInputError(f"--logdir={train.logdir} is a file, not a folder")
     return task
+
+
+def least_weight_bytes(model_config: ModelConfig) -> int:
+    """The bytes training holds for the model's variables at the least: each with its gradient and
+    Adam's two slots. Built in a graph of its own, where nothing is allocated."""
+    with tf.Graph().as_default():
+        model = build_model(model_config)
+    return 4 * sum(math.prod(variable.shape) * tf.as_dtype(variable.dtype).size for variable in model.variables)
+
+
+def largest_tensor(graph: tf.Graph) -> tuple[int, str]:
+    """(the bytes of the largest tensor a traced graph computes, the name of the layer computing
+    it); the graph's reads of variables are not counted."""
+    largest, layer = 0, ""
+    for op in graph.get_operations():
+        if op.type == "ReadVariableOp":
+            continue
+        for output in op.outputs:
+            if output.dtype != tf.resource and output.shape.is_fully_defined():
+                size = output.shape.num_elements() * output.dtype.size
+                if size > largest:
+                    # Without Keras's uniquifying suffixes: "decoder_3/conv2d_1_2/..." -> "decoder/conv2d".
+                    largest, layer = size, "/".join(re.sub(r"(_\d+)+$", "", part) for part in op.name.split("/")[:2])
+    return largest, layer
+
+
+def host_memory_bytes() -> int:
+    """The memory this process may use: the host's RAM, or its cgroup's limit when that is lower."""
+    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    with contextlib.suppress(OSError, ValueError), open("/sys/fs/cgroup/memory.max") as f:
+        limit = min(limit, int(f.read()))  # "max" (no limit) is not an int
+    return limit
+
+
+def require_fits_in_memory(weight_bytes: int, tensor_bytes: int = 0, tensor_layer: str = "") -> None:
+    """Raises UserInputError when training needs more than this host's memory: the variables with
+    their gradients and Adam's slots (least_weight_bytes), and the step's largest tensor. Both
+    are known before any work; a run would otherwise fail at an allocation, or be killed by the
+    system."""
+    available = host_memory_bytes()
+    if weight_bytes + tensor_bytes > available:
+        gib = 2**30
+        tensor = f", and a {tensor_bytes / gib:,.1f} GiB tensor in {tensor_layer}" if tensor_bytes else ""
+        raise UserInputError(
+            f"training needs at least {(weight_bytes + tensor_bytes) / gib:,.1f} GiB ({weight_bytes / gib:,.1f} GiB "
+            f"of weights with their gradients and Adam's slots{tensor}) but this host has {available / gib:,.1f} GiB; "
+            "lower --num_samples, --batch_size, the memory or the nets' sizes"
+        )
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -379,9 +428,15 @@ def train(config: RunConfig) -> dict[str, float]:
     logger.info("reading %s (the first run decodes and caches it)", config.data.dataset)
     image_size, dataset_from = task.training_data()
     checkpoints.check_compatible(config)
-
     logger.info("building %s", config.model.name)
+    weight_bytes = least_weight_bytes(dataclasses.replace(config.model, image_size=image_size))
+    require_fits_in_memory(weight_bytes)
     trainer = Trainer(config, image_size, task)
+    logger.info("tracing the training step (tens of seconds)")
+    # A batch's absent fields are None, not the dataset's NoneTensorSpec: then the first step reuses this trace.
+    batch_spec = Episode(*(spec if isinstance(spec, tf.TensorSpec) else None for spec in dataset_from(0).element_spec))
+    step_graph = trainer.train_step.get_concrete_function(batch_spec).graph
+    require_fits_in_memory(weight_bytes, *largest_tensor(step_graph))
     with contextlib.ExitStack() as held:
         if trainer.is_chief:  # one writer per logdir
             held.enter_context(files.exclusive_logdir(train_config.logdir))
@@ -406,7 +461,7 @@ def _train(config: RunConfig, trainer: Trainer, dataset_from) -> dict[str, float
         if chief:
             _export(config)
         return {}
-    logger.info("training from step %d to %d in %s; the first step also traces the graph (tens of seconds)",
+    logger.info("training from step %d to %d in %s; the first calls also trace the summaries and the multi-step call",
                 start, train_config.steps, train_config.logdir)
 
     dataset = dataset_from(start)

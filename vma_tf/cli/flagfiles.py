@@ -6,8 +6,8 @@ only from the repository root, and `vma-train --flagfile=omniglot.flags` only in
 points therefore expand every `--flagfile` argument here, before absl sees the command line, into
 the flags it holds, in order, with absl's rules for comments and blank lines. A flagfile is looked
 for where it is named (the working directory for the command line, the including file's folder
-for a nested one), then among the shipped configurations (`*.flags` at the repository root, also
-found by name without `.flags`).
+for a nested one), then among the shipped configurations (`vma_tf/configs/*.flags`, installed with
+the package; also found by name without `.flags`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 
 from vma_tf.errors import UserInputError
 
-SHIPPED_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 _DIRECTIVES = ("--flagfile", "-flagfile")
 
 
