@@ -12,6 +12,7 @@ table1.png (NLL against n, one panel per C and sampler; ours solid, the papers' 
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -54,17 +55,15 @@ def _run(arguments: list[str]) -> None:
 
 
 def _budget(logdir: str, step: int) -> str:
-    """'<step> steps, <hours> h' of a run, its training time summed from metrics.jsonl's rates."""
+    """'<step> steps, <hours> h' of a run: its steps at the median rate of its metrics.jsonl rows.
+    A sum over the rows would count the windows in which the run was paused (SIGSTOP) as training;
+    the median is the rate the run kept most of the time (alone, or beside another run)."""
     from vma_tf import checkpoints
 
-    seconds, last = 0.0, 0
     with open(os.path.join(logdir, checkpoints.METRICS_FILE)) as f:
-        for line in f:
-            row = json.loads(line)
-            if row["step"] <= step and row.get("steps_per_sec"):
-                seconds += (row["step"] - last) / row["steps_per_sec"]
-                last = row["step"]
-    return f"{step:,} steps, {seconds / 3600:.1f} h"
+        rates = [row["steps_per_sec"] for row in map(json.loads, f) if row["step"] <= step and row.get("steps_per_sec")]
+    hours = step / statistics.median(rates) / 3600 if rates else float("nan")
+    return f"{step:,} steps, {hours:.1f} h"
 
 
 def _evaluate(logdir: str, sampling: str, data: list[str]) -> dict:

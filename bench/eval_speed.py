@@ -12,7 +12,7 @@ Writes `--output` (JSON) and prints a table:
   (`--samples_per_call` draws from p(x|M)) and of the K = 1000 bound.
 
 Memories larger than the test split are the test images tiled: copies after the first are
-shifted by up to two pixels and have 1% of their pixels flipped (`data.images.tiled_images`).
+shifted by up to two pixels and have 1% of their pixels flipped (`data.flat_images.tiled_images`).
 A trained run (`--run`) makes the bound's cost realistic: it computes decoder features for the
 distinct entries q(a|x) draws, many for an untrained model and few for a trained one.
 """
@@ -34,7 +34,7 @@ from vma_tf import checkpoints, tasks  # noqa: E402
 from vma_tf.cli import flagfiles  # noqa: E402
 from vma_tf.cli import train as train_entry  # noqa: E402  (defines the training flags)
 from vma_tf.config import EvalConfig  # noqa: E402
-from vma_tf.data import images as flat_images  # noqa: E402
+from vma_tf.data import flat_images  # noqa: E402
 from vma_tf.evaluation.bounds import BoundEvaluator  # noqa: E402
 from vma_tf.models import AddressedMemory, build_model  # noqa: E402
 from vma_tf.seeds import seed_for  # noqa: E402

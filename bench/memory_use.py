@@ -156,7 +156,8 @@ def main(argv):
     training.validate(config)
     task = tasks.build_task(config)
     image_size, dataset_from = task.training_data()
-    trainer = training.Trainer(config, image_size, task)
+    training.use_run_settings(config.train)
+    trainer = training.build_trainer(config, image_size, task)
     if not isinstance(trainer.model, AddressedMemory):
         raise app.UsageError("the probes need a model with an address (VMA)")
     for variable in trainer.model.trainable_variables:

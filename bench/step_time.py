@@ -38,7 +38,8 @@ def train_step_ms() -> dict:
     config = train_entry.run_config()
     task = tasks.build_task(config)
     image_size, dataset_from = task.training_data()
-    trainer = training.Trainer(config, image_size, task)
+    training.use_run_settings(config.train)
+    trainer = training.build_trainer(config, image_size, task)
     batches = iter(dataset_from(0))
     for _ in range(8):
         trainer.train_step(next(batches))

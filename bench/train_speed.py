@@ -207,7 +207,8 @@ def sweep_config(config: RunConfig, model: str, memory_size: int) -> RunConfig:
 def sweep_point(config: RunConfig) -> float:
     task = tasks.build_task(config)
     image_size, dataset_from = task.training_data()
-    trainer = training.Trainer(config, image_size, task)
+    training.use_run_settings(config.train)
+    trainer = training.build_trainer(config, image_size, task)
     steps_per_sec = timed_steps(trainer, iter(dataset_from(0)), 3, FLAGS.sweep_steps)
     del trainer
     gc.collect()
@@ -220,7 +221,8 @@ def main(argv):
     training.validate(config)
     task = tasks.build_task(config)
     image_size, dataset_from = task.training_data()
-    trainer = training.Trainer(config, image_size, task)
+    training.use_run_settings(config.train)
+    trainer = training.build_trainer(config, image_size, task)
     iterator = iter(dataset_from(0))
 
     for _ in range(FLAGS.warmup_steps):

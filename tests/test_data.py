@@ -118,12 +118,18 @@ def test_an_edit_inside_an_extracted_folder_changes_its_fingerprint(tmp_path):
 
 
 def test_a_killed_writers_temporaries_are_removed_once_stale(tmp_path):
-    stale, fresh = tmp_path / "tmpold.tmp", tmp_path / "tmpnew.tmp"
-    stale.write_bytes(b""), fresh.write_bytes(b"")
-    os.utime(stale, (time.time() - 7200, time.time() - 7200))
-    cache.load_or_build(cache.cache_path(str(tmp_path), "x", "0123456789abcdef"),
-                        lambda: {"images": np.ones([1, 4, 4], np.uint8)}, _images_of(4))
+    path = cache.cache_path(str(tmp_path), "x", "0123456789abcdef")
+    name = os.path.basename(path)
+    stale, fresh = tmp_path / f"{name}.old123.tmp", tmp_path / f"{name}.new456.tmp"
+    others = tmp_path / "x-fedcba9876543210.npz.old789.tmp", tmp_path / "notes.tmp"  # not this cache file's
+    for temporary in (stale, fresh, *others):
+        temporary.write_bytes(b"")
+    for old in (stale, *others):
+        os.utime(old, (time.time() - 7200, time.time() - 7200))
+    cache.load_or_build(path, lambda: {"images": np.ones([1, 4, 4], np.uint8)}, _images_of(4))
     assert not stale.exists() and fresh.exists()  # a fresh one may be another process's write in progress
+    assert all(other.exists() for other in others)
+    assert sorted(os.listdir(tmp_path)) == sorted([name, fresh.name, *(other.name for other in others)])
 
 
 def test_missing_archive_is_named(tmp_path):

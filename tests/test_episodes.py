@@ -8,7 +8,7 @@ from vma_tf.config import EpisodeConfig
 from vma_tf.data import episodes
 from vma_tf.data.omniglot import CharacterSet
 from vma_tf.errors import UserInputError
-from vma_tf.evaluation import classification
+from vma_tf.evaluation import few_shot
 
 CLASSES, PER_CLASS = 12, 20
 
@@ -97,7 +97,7 @@ def test_sequences_hold_distinct_drawings_of_the_requested_classes(characters, n
 def test_classification_episodes_label_support_and_queries_consistently(characters):
     images = tf.constant(characters.images)
     for index in range(10):
-        episode, support_labels, query_labels = classification.labelled_episode(
+        episode, support_labels, query_labels = few_shot.labelled_episode(
             images, ways=5, shots=3, queries_per_class=2, seed=tf.constant([index, 2])
         )
         support_ids, query_ids = _ids(episode.memory), _ids(episode.targets)

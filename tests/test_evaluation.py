@@ -2,6 +2,7 @@
 checkpoints, bad input; and the test split's classes are unseen in training."""
 
 import dataclasses
+import functools
 import glob
 import json
 import os
@@ -18,13 +19,14 @@ from markdown_it import MarkdownIt
 from PIL import Image
 
 import vma_tf
+from vma_tf import checkpoints
 from vma_tf.config import DataConfig, EpisodeConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from vma_tf.data import omniglot
 from vma_tf.data.omniglot import CharacterSet
 from vma_tf.errors import StorageError, UserInputError
-from vma_tf.evaluation import classification, modes, reports, runner
+from vma_tf.evaluation import few_shot, modes, reports, runner
 from vma_tf.evaluation.progress import progress_bar
-from vma_tf.models import REGISTRY, MemoryReader
+from vma_tf.models import REGISTRY, AddressedMemory, MemoryReader
 
 # Every mode shrunk to seconds; the defaults are the papers' protocols.
 SMALL = [
@@ -99,85 +101,126 @@ def _trained(name, smoke_run, baseline_runs):
     return smoke_run if name == "vma" else baseline_runs[name]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(REGISTRY))
-@pytest.mark.parametrize("mode", ["nll", "conditional", "memory_sweep", "classification", "samples"])
-def test_every_mode_runs_on_a_smoke_model(name, mode, smoke_run, baseline_runs, data_dir, cache_dir, tmp_path):
+def _evaluate(mode, name, smoke_run, baseline_runs, data_dir, cache_dir, tmp_path):
+    """Runs `mode` on model `name`'s smoke run and checks what every mode writes; returns (the
+    result, the report's tables, the model as evaluated, whose capabilities the checks ask for)."""
     logdir = _trained(name, smoke_run, baseline_runs)
     before = checkpoint_digest(logdir)
     output = str(tmp_path / f"{mode}.json")
-    if mode == "classification" and name == "vae":
-        with pytest.raises(UserInputError) as refused:
-            runner.run_evaluation(logdir, mode, SMALL_CONFIG, data_dir, cache_dir, output)
-        assert str(refused.value) == (
-            "--mode=classification needs a model with a memory of labelled entries; vae has none "
-            "(its modes: nll, conditional, memory_sweep, samples, export)"
-        )
-        assert not os.path.exists(output)
-        return
     runner.run_evaluation(logdir, mode, SMALL_CONFIG, data_dir, cache_dir, output)
     with open(output) as f:
         result = json.load(f)
     with open(str(tmp_path / f"{mode}.md")) as f:
         report = f.read()
     assert report.startswith(f"# eval.py --mode={mode}")
-    tables = rendered_tables(report)
-    assert tables or (mode, name) == ("samples", "vae")  # a VAE's samples have a figure only
     assert result["meta"]["split"] == "45_5" and result["meta"]["model"] == name
     assert result["meta"]["checkpoint_step"] == (150 if name == "vma" else 40)
     assert checkpoint_digest(logdir) == before  # evaluation only reads the checkpoints
+    return result, rendered_tables(report), _evaluated_model(logdir)
 
-    if mode == "nll":
-        # Two test batches: of 32 targets, or of 4 sequences of 20 scored from x_2 on (smoke_gmn.flags).
-        assert result["num_importance_samples"] == 20 and result["num_examples"] == (
-            2 * 4 * 19 if REGISTRY[name].memories == ("sequence",) else 2 * 32)
-        # The same samples give log mean w >= mean log w for every target, hence on average.
-        assert result["nll_nats"] <= result["elbo_nats"]
-        assert set(result["diagnostics"]) == set(REGISTRY[name].architectures["conv"].DIAGNOSTICS)
-        assert all(name in result for name in result["diagnostics"])
-    elif mode == "conditional":
-        _assert_png(str(tmp_path / "conditional.png"))
-        assert set(result["table"]) == {"1", "4"}
-        assert all(set(row) == {"1", "5", "19"} for row in result["table"].values())
-        assert all(np.isfinite(v) and v > 0 for row in result["table"].values() for v in row.values())
-        reads_context = name != "vae"
-        assert ("per_class" in result) == reads_context and ("probes" in result) == reads_context
-        if reads_context:
-            assert all(np.isfinite(v) and v > 0 for row in result["per_class"]["table"].values() for v in row.values())
-            assert set(result["probes"]["copy"]["shots"]) == {"1", "5"}
-            mass = result["probes"]["same_class_mass"]["4"]  # C = 1 has no other class to tell apart
-            assert 0 <= mass["mass"] <= 1 and 0 < mass["chance"] < 1 and mass["num_positions"] > 0
-            assert len(tables) == 4  # both ways, the copy probe and the same-class mass
-    elif mode == "memory_sweep":
-        sizes = [p["memory_size"] for p in result["by_classes"]] + [p["memory_size"] for p in result["by_shots"]]
-        assert sizes == [4, 16, 576, 144, 144 * 19]  # |M| = 2736 at the last point
-        first = result["by_classes"][0]["nll_nats"]
-        assert result["by_classes"][1]["optimal_reference_nats"] == pytest.approx(first + np.log(4))
-        if name == "vae":  # reads no memory: every point scores the same targets alike
-            assert result["by_classes"][0]["nll_nats"] == pytest.approx(result["by_classes"][2]["nll_nats"])
-        # Past the test split (2,736 images) only a compact memory goes: VMA's.
-        tiled = result["by_tiled_size"]
-        assert [p["memory_size"] for p in tiled] == ([6000] if name == "vma" else [])
-        assert all(np.isfinite(p["nll_nats"]) and p["num_targets"] == 4 for p in tiled)
-        _assert_png(str(tmp_path / "memory_sweep.png"))
-    elif mode == "classification":
-        _assert_png(str(tmp_path / "classification.png"))
-        assert set(result["tasks"]) == {"5way1shot", "5way5shot", "20way1shot", "20way5shot"}
-        for task in result["tasks"].values():
-            # 4 episodes of `ways` queries: accuracies are whole counts of right answers.
-            for key in ("accuracy", "accuracy_iw"):
-                correct = task[key] * 4 * task["ways"]
-                assert correct == pytest.approx(round(correct), abs=1e-6)
-    else:
-        figures = {os.path.basename(path) for path in result["meta"]["figures"]}
-        expected = {"samples_unconditional.png"} if name == "vae" else {
-            "samples_one_shot.png", "samples_addressing.png", "samples_sequence.png"}
-        assert figures == expected
-        if name != "vae":
-            assert len(result["top5_probabilities"]) == 3
-            assert all(p == sorted(p, reverse=True) and sum(p) <= 1 + 1e-3 for p in result["top5_probabilities"])
-        for figure in figures:
-            _assert_png(str(tmp_path / figure))
+
+@functools.cache
+def _evaluated_model(logdir):
+    """The model of the run in `logdir` as evaluation restores it (once per run)."""
+    return checkpoints.restore_model(logdir)[1]
+
+
+SMOKE_MODELS = pytest.mark.parametrize("name", sorted(REGISTRY))
+
+
+@pytest.mark.slow
+@SMOKE_MODELS
+def test_the_nll_mode_bounds_every_scored_target(name, smoke_run, baseline_runs, data_dir, cache_dir, tmp_path):
+    result, tables, model = _evaluate("nll", name, smoke_run, baseline_runs, data_dir, cache_dir, tmp_path)
+    assert tables
+    # Two test batches: of 32 targets, or of 4 sequences of 20 scored from x_2 on (smoke_gmn.flags).
+    assert result["num_importance_samples"] == 20 and result["num_examples"] == (
+        2 * 4 * 19 if REGISTRY[name].memories == ("sequence",) else 2 * 32)
+    # The same samples give log mean w >= mean log w for every target, hence on average.
+    assert result["nll_nats"] <= result["elbo_nats"]
+    assert set(result["diagnostics"]) == set(model.DIAGNOSTICS)
+    assert all(diagnostic in result for diagnostic in result["diagnostics"])
+
+
+@pytest.mark.slow
+@SMOKE_MODELS
+def test_the_conditional_mode_fills_both_papers_tables(name, smoke_run, baseline_runs, data_dir, cache_dir, tmp_path):
+    result, tables, model = _evaluate("conditional", name, smoke_run, baseline_runs, data_dir, cache_dir, tmp_path)
+    _assert_png(str(tmp_path / "conditional.png"))
+    assert set(result["table"]) == {"1", "4"}
+    assert all(set(row) == {"1", "5", "19"} for row in result["table"].values())
+    assert all(np.isfinite(v) and v > 0 for row in result["table"].values() for v in row.values())
+    # The VMA paper's way and the probes need a model that reads its context.
+    assert ("per_class" in result) == model.reads_context and ("probes" in result) == model.reads_context
+    if model.reads_context:
+        assert all(np.isfinite(v) and v > 0 for row in result["per_class"]["table"].values() for v in row.values())
+        assert set(result["probes"]["copy"]["shots"]) == {"1", "5"}
+        mass = result["probes"]["same_class_mass"]["4"]  # C = 1 has no other class to tell apart
+        assert 0 <= mass["mass"] <= 1 and 0 < mass["chance"] < 1 and mass["num_positions"] > 0
+        assert len(tables) == 4  # both ways, the copy probe and the same-class mass
+
+
+@pytest.mark.slow
+@SMOKE_MODELS
+def test_the_memory_sweep_grows_the_memory_past_the_test_split_for_a_compact_one(
+    name, smoke_run, baseline_runs, data_dir, cache_dir, tmp_path
+):
+    result, tables, model = _evaluate("memory_sweep", name, smoke_run, baseline_runs, data_dir, cache_dir, tmp_path)
+    assert tables
+    sizes = [p["memory_size"] for p in result["by_classes"]] + [p["memory_size"] for p in result["by_shots"]]
+    assert sizes == [4, 16, 576, 144, 144 * 19]  # |M| = 2736 at the last point
+    first = result["by_classes"][0]["nll_nats"]
+    assert result["by_classes"][1]["optimal_reference_nats"] == pytest.approx(first + np.log(4))
+    if not model.reads_context:  # every point scores the same targets alike
+        assert result["by_classes"][0]["nll_nats"] == pytest.approx(result["by_classes"][2]["nll_nats"])
+    # Past the test split (2,736 images) only a compact memory goes: an addressed one.
+    tiled = result["by_tiled_size"]
+    assert [p["memory_size"] for p in tiled] == ([6000] if isinstance(model, AddressedMemory) else [])
+    assert all(np.isfinite(p["nll_nats"]) and p["num_targets"] == 4 for p in tiled)
+    _assert_png(str(tmp_path / "memory_sweep.png"))
+
+
+@pytest.mark.slow
+@SMOKE_MODELS
+def test_classification_needs_a_memory_of_labelled_entries(name, smoke_run, baseline_runs, data_dir, cache_dir,
+                                                            tmp_path):
+    logdir = _trained(name, smoke_run, baseline_runs)
+    model = _evaluated_model(logdir)
+    if not (model.reads_context and isinstance(model, MemoryReader)):
+        output = str(tmp_path / "classification.json")
+        with pytest.raises(UserInputError) as refused:
+            runner.run_evaluation(logdir, "classification", SMALL_CONFIG, data_dir, cache_dir, output)
+        assert str(refused.value) == (
+            f"--mode=classification needs a model with a memory of labelled entries; {name} has none "
+            "(its modes: nll, conditional, memory_sweep, samples, export)"
+        )
+        assert not os.path.exists(output)
+        return
+    result, tables, _ = _evaluate("classification", name, smoke_run, baseline_runs, data_dir, cache_dir, tmp_path)
+    assert tables
+    _assert_png(str(tmp_path / "classification.png"))
+    assert set(result["tasks"]) == {"5way1shot", "5way5shot", "20way1shot", "20way5shot"}
+    for task in result["tasks"].values():
+        # 4 episodes of `ways` queries: accuracies are whole counts of right answers.
+        for key in ("accuracy", "accuracy_iw"):
+            correct = task[key] * 4 * task["ways"]
+            assert correct == pytest.approx(round(correct), abs=1e-6)
+
+
+@pytest.mark.slow
+@SMOKE_MODELS
+def test_the_samples_mode_draws_what_the_model_can_be_given(name, smoke_run, baseline_runs, data_dir, cache_dir,
+                                                             tmp_path):
+    result, tables, model = _evaluate("samples", name, smoke_run, baseline_runs, data_dir, cache_dir, tmp_path)
+    figures = {os.path.basename(path) for path in result["meta"]["figures"]}
+    if model.reads_context:
+        assert figures == {"samples_one_shot.png", "samples_addressing.png", "samples_sequence.png"} and tables
+        assert len(result["top5_probabilities"]) == 3
+        assert all(p == sorted(p, reverse=True) and sum(p) <= 1 + 1e-3 for p in result["top5_probabilities"])
+    else:  # unconditional samples have a figure only
+        assert figures == {"samples_unconditional.png"} and not tables
+    for figure in figures:
+        _assert_png(str(tmp_path / figure))
 
 
 def _events(folder):
@@ -296,7 +339,7 @@ def test_classification_episodes_use_only_unseen_alphabets(data_dir, cache_dir):
     assert not train_alphabets & set(test.alphabets)
     images = tf.constant(test.images)
     for index in range(20):
-        episode, _, _ = classification.labelled_episode(images, 20, 5, 1, tf.constant([index, 0]))
+        episode, _, _ = few_shot.labelled_episode(images, 20, 5, 1, tf.constant([index, 0]))
         used = {test.alphabets[c] for c in np.concatenate([episode.memory_labels, episode.target_labels])}
         assert used <= set(omniglot.TEST_ALPHABETS_45_5)
 

@@ -14,7 +14,7 @@ from conftest import REPO
 
 from vma_tf import checkpoints, objectives, tasks, training
 from vma_tf.config import DataConfig, EpisodeConfig, ModelConfig, RunConfig, TrainConfig
-from vma_tf.data import images, mnist, omniglot
+from vma_tf.data import flat_images, mnist, omniglot
 from vma_tf.errors import UserInputError
 from vma_tf.models import build_model
 
@@ -90,7 +90,7 @@ def test_learned_memory_is_trained_and_never_decayed(tmp_path):
         model=ModelConfig(**MLP, tie_embeddings=False, memory="learned", memory_size=M, memory_dim=10),
         train=TrainConfig(logdir=str(tmp_path), weight_decay=0.1, learning_rate=1e-2, batch_size=B),
     )
-    trainer = training.Trainer(config, S, tasks.build_task(config))
+    trainer = training.build_trainer(config, S, tasks.build_task(config))
     model = trainer.model
     decayed = training.weight_decay_variables(model)
     assert not any(v is model.learned_memory for v in decayed)
@@ -102,14 +102,14 @@ def test_learned_memory_is_trained_and_never_decayed(tmp_path):
 
     before = model.learned_memory.numpy()
     pixels = tf.constant(np.random.default_rng(0).integers(0, 2, (50, S, S), np.uint8))
-    trainer.train_step(images.sample_batch(pixels, B, tf.constant([0, 0])))
+    trainer.train_step(flat_images.sample_batch(pixels, B, tf.constant([0, 0])))
     assert trainer.step.numpy() == 1
     assert not np.allclose(model.learned_memory.numpy(), before)
 
 
 def test_recall_episode_targets_are_memory_entries():
     pixels = np.random.default_rng(1).integers(0, 2, (40, 4, 4), np.uint8)
-    episode = images.sample_recall_episode(tf.constant(pixels), 16, 32, tf.constant([5, 6]))
+    episode = flat_images.sample_recall_episode(tf.constant(pixels), 16, 32, tf.constant([5, 6]))
     memory_labels, target_labels = episode.memory_labels.numpy(), episode.target_labels.numpy()
     assert episode.memory.shape == (16, 4, 4, 1) and episode.targets.shape == (32, 4, 4, 1)
     assert len(set(memory_labels)) == 16 and set(target_labels) <= set(memory_labels)
@@ -145,7 +145,7 @@ def _learned_run(mnist_dir, cache_dir, logdir, **model):
 def test_a_fresh_learned_memory_starts_from_distinct_training_images(mnist_dir, cache_dir, tmp_path):
     config = _learned_run(mnist_dir, cache_dir, str(tmp_path))
     task = tasks.build_task(config)
-    trainer = training.Trainer(config, S, task)
+    trainer = training.build_trainer(config, S, task)
     trainer.start_memory_from_data()
     memory = trainer.model.learned_memory.numpy()[..., 0]
     train = mnist.load_splits(config.data)["train"]
@@ -158,7 +158,7 @@ def test_a_fresh_learned_memory_starts_from_distinct_training_images(mnist_dir, 
 
 def test_vector_entries_start_as_a_standardised_projection_of_training_images(mnist_dir, cache_dir, tmp_path):
     config = _learned_run(mnist_dir, cache_dir, str(tmp_path), tie_embeddings=False, memory_dim=64)
-    trainer = training.Trainer(config, S, tasks.build_task(config))
+    trainer = training.build_trainer(config, S, tasks.build_task(config))
     model = trainer.model
     a, b, others = _images(1, 5), _images(1, 6), _images(M - 5, 7)
     entries = tf.concat([a, b, a + b, tf.zeros_like(a), a, others], axis=0)
@@ -174,7 +174,7 @@ def test_vector_entries_start_as_a_standardised_projection_of_training_images(mn
 
 def test_memory_init_random_keeps_the_random_start(mnist_dir, cache_dir, tmp_path):
     config = _learned_run(mnist_dir, cache_dir, str(tmp_path), memory_init="random")
-    trainer = training.Trainer(config, S, tasks.build_task(config))
+    trainer = training.build_trainer(config, S, tasks.build_task(config))
     before = trainer.model.learned_memory.numpy()
     assert trainer.model.memory_from_data == 0
     trainer.start_memory_from_data()
@@ -199,7 +199,7 @@ def test_memory_init_acts_at_a_fresh_start_only(mnist_dir, cache_dir, tmp_path):
 
 def test_learned_batches_have_an_empty_memory():
     pixels = np.random.default_rng(1).integers(0, 2, (40, 4, 4), np.uint8)
-    episode = images.sample_batch(tf.constant(pixels), 8, tf.constant([5, 6]))
+    episode = flat_images.sample_batch(tf.constant(pixels), 8, tf.constant([5, 6]))
     assert episode.memory.shape == (0, 4, 4, 1) and episode.targets.shape == (8, 4, 4, 1)
     np.testing.assert_array_equal(episode.targets.numpy()[..., 0], pixels[episode.target_labels.numpy()])
 
@@ -233,7 +233,7 @@ def test_a_truncated_mnist_file_is_refused(mnist_dir, tmp_path):
 def test_drawings_split_puts_every_character_in_both(data_dir, cache_dir):
     splits = omniglot.load_splits(DataConfig(data_dir=data_dir, cache_dir=cache_dir, split="drawings", image_size=28))
     assert splits["train"].images.shape == (1623, 15, 28, 28) and splits["test"].images.shape == (1623, 5, 28, 28)
-    flat = images.load_splits(DataConfig(data_dir=data_dir, cache_dir=cache_dir, split="drawings", image_size=28))
+    flat = flat_images.load_splits(DataConfig(data_dir=data_dir, cache_dir=cache_dir, split="drawings", image_size=28))
     assert flat["train"].shape == (24_345, 28, 28) and flat["test"].shape == (8_115, 28, 28)
 
 

@@ -70,7 +70,6 @@ def model_weights(logdir):
         (["--data_dir=/nonexistent"], "missing Omniglot archive /nonexistent/omniglot/images_background.zip"),
         (["--latent_dim=-1"], "--latent_dim must be positive, got -1"),
         (["--clip_global_norm=-1"], "--clip_global_norm and --max_nonfinite_steps must be non-negative"),
-        (["--poison_steps=x"], "--poison_steps takes comma-separated integers"),
         (["--mlp_units=256,x"], "--mlp_units takes comma-separated integers"),
         (["--dataset=mnist", "--image_size=28"], "--memory=few_shot needs labelled classes"),
         (["--memory=recall", "--memory_dim=8"], "--memory_dim .* needs --memory=learned"),
@@ -129,7 +128,7 @@ def test_the_memory_estimate_counts_every_variable_four_times_and_the_decoders_o
     eager = models.build_model(model_config)
     assert training.least_weight_bytes(model_config) == 4 * 4 * sum(int(np.prod(v.shape)) for v in eager.variables)
     task = tasks.build_task(config)
-    trainer = training.Trainer(config, 26, task)
+    trainer = training.build_trainer(config, 26, task)
     batch = Episode(tf.TensorSpec([4, 26, 26, 1]), tf.TensorSpec([4], tf.int32), tf.TensorSpec([4, 26, 26, 1]),
                     tf.TensorSpec([4], tf.int32))
     largest, layer = training.largest_tensor(trainer.train_step.get_concrete_function(batch).graph)
@@ -267,10 +266,10 @@ def test_the_learning_rate_schedule_changes_at_its_steps_and_resumes_on_them(tmp
             trainer.train_step(_batch(step))
         return used
 
-    trainer = training.Trainer(config, 26, tasks.build_task(config))
+    trainer = training.build_trainer(config, 26, tasks.build_task(config))
     assert trainer.optimizer.beta_2 == 0.99 and trainer.optimizer.epsilon == 1e-8
     np.testing.assert_allclose(rates(trainer, range(3)), expected[:3], rtol=1e-6)
     trainer.save(3)
-    resumed = training.Trainer(config, 26, tasks.build_task(config))
+    resumed = training.build_trainer(config, 26, tasks.build_task(config))
     assert resumed.restore() == 3
     np.testing.assert_allclose(rates(resumed, range(3, 6)), expected[3:], rtol=1e-6)

@@ -9,7 +9,7 @@ Layout (data → nets → models → tasks and objectives → training / evaluat
                      log_weights, sample, capabilities), and the registry behind --model.
   vma_tf.tasks       the data protocols (few-shot, recall, learned, none, sequence): batches and loss.
   vma_tf.objectives  multi-sample bound and the VIMCO surrogate.
-  vma_tf.training    the train step, checkpoints, summaries, the loop.
+  vma_tf.training    the trainer (the step under a strategy, checkpoints, summaries) and the loop.
   vma_tf.evaluation  eval.py's modes; vma_tf.export the SavedModel; vma_tf.serving an export
                      from NumPy.
 
@@ -24,9 +24,13 @@ Importing vma_tf does not import TensorFlow; the functions that need it do.
 
 from __future__ import annotations
 
+import logging
+
 from vma_tf.config import EvalConfig, RunConfig
 from vma_tf.data.drawings import preprocess
 from vma_tf.errors import UserInputError
+
+_logger = logging.getLogger(__name__)
 
 
 def load(name_or_path):
@@ -38,11 +42,16 @@ def load(name_or_path):
 
 
 def train(config: RunConfig) -> dict[str, float]:
-    """Trains (or resumes) the run `config` describes, as train.py does; returns the last row it
-    wrote to metrics.jsonl (empty when the run had already reached its steps)."""
-    from vma_tf import training
+    """Trains (or resumes) the run `config` describes and exports it (config.train.export), as
+    train.py does; returns the last row it wrote to metrics.jsonl (empty when the run had already
+    reached its steps)."""
+    from vma_tf import export, training
 
-    return training.train(config)
+    result = training.train(config)
+    if config.train.export and result.is_chief:
+        _logger.info("exporting the SavedModel (tens of seconds)")
+        _logger.info("exported %s", export.export_run(config.train.logdir))
+    return result.metrics
 
 
 def evaluate(

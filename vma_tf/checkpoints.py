@@ -119,11 +119,11 @@ def newest_whole_checkpoint(directory: str, set_aside: bool) -> str | None:
             )
         return None
     for bad, reason in damaged:
-        files = [path for path in glob.glob(glob.escape(bad) + ".*") if not path.endswith(DAMAGED_SUFFIX)]
+        pieces = [path for path in glob.glob(glob.escape(bad) + ".*") if not path.endswith(DAMAGED_SUFFIX)]
         if set_aside:
-            for path in files:
+            for path in pieces:
                 os.replace(path, path + DAMAGED_SUFFIX)
-        kept = f"; set aside as {os.path.basename(bad)}.*{DAMAGED_SUFFIX}" if set_aside and files else ""
+        kept = f"; set aside as {os.path.basename(bad)}.*{DAMAGED_SUFFIX}" if set_aside and pieces else ""
         logger.warning("checkpoint %s is damaged (%s)%s", bad, reason, kept)
     if damaged or os.path.basename(tf.train.latest_checkpoint(directory) or "") != os.path.basename(prefix):
         if set_aside:
@@ -167,12 +167,19 @@ def require_trained_model(prefix: str, config: ModelConfig, described_by: str) -
     if not reader.has_tensor(MODEL_CONFIG_KEY):
         return
     trained = json.loads(reader.get_tensor(MODEL_CONFIG_KEY).decode())
-    given = json.loads(json.dumps(dataclasses.asdict(config)))
+    change = first_change(trained, json.loads(json.dumps(dataclasses.asdict(config))), RESUMABLE_SETTINGS["model"])
+    if change:
+        name, old, new = change
+        raise UserInputError(f"{described_by} gives {name}={new!r} but {prefix} was trained with {name}={old!r}")
+
+
+def first_change(stored: dict, given: dict, unchecked: tuple[str, ...]) -> tuple[str, object, object] | None:
+    """(name, stored value, given value) of the first setting of `given` that `stored` holds with
+    another value, `unchecked` ones aside; None when there is none."""
     for name, value in given.items():
-        if name in trained and trained[name] != value and name not in RESUMABLE_SETTINGS["model"]:
-            raise UserInputError(
-                f"{described_by} gives {name}={value!r} but {prefix} was trained with {name}={trained[name]!r}"
-            )
+        if name in stored and stored[name] != value and name not in unchecked:
+            return name, stored[name], value
+    return None
 
 
 def restore(checkpoint: tf.train.Checkpoint, prefix: str, described_by: str) -> None:
@@ -217,7 +224,7 @@ RESUMABLE_SETTINGS = {
     "data": ("data_dir", "cache_dir"),
     "model": ("memory_init",),  # acts at a fresh start only
     "train": ("logdir", "steps", "log_every", "checkpoint_every", "max_checkpoints", "image_summary_every", "export",
-              "steps_per_call", "strategy", "max_nonfinite_steps", "poison_steps"),
+              "steps_per_call", "strategy", "max_nonfinite_steps"),
 }
 
 
@@ -232,12 +239,12 @@ def check_compatible(config: RunConfig) -> None:
         raise UserInputError(f"{logdir} holds checkpoints but no {CONFIG_FILE}; use another --logdir")
     stored = read_run_config(logdir)
     for section in dataclasses.fields(stored):
-        kept, given = getattr(stored, section.name), getattr(config, section.name)
-        for field in dataclasses.fields(kept):
-            old, new = getattr(kept, field.name), getattr(given, field.name)
-            if old == new or field.name in RESUMABLE_SETTINGS.get(section.name, ()):
-                continue
-            flag = "model" if (section.name, field.name) == ("model", "name") else field.name
+        change = first_change(dataclasses.asdict(getattr(stored, section.name)),
+                              dataclasses.asdict(getattr(config, section.name)),
+                              RESUMABLE_SETTINGS.get(section.name, ()))
+        if change:
+            name, old, new = change
+            flag = "model" if (section.name, name) == ("model", "name") else name
             raise UserInputError(
                 f"--{flag}={_flag_value(new)} but the checkpoint in {logdir} was trained with "
                 f"--{flag}={_flag_value(old)}; use another --logdir or the same setting"

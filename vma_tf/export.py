@@ -36,9 +36,10 @@ import shutil
 import tensorflow as tf
 
 from vma_tf import checkpoints, files
+from vma_tf.config import EvalConfig
 from vma_tf.errors import StorageError
-from vma_tf.evaluation.bounds import DEFAULT_PAIRS_PER_CALL, streamed_sums
 from vma_tf.models import AddressedMemory, AttendingMemory, CompactMemory, GenerativeModel
+from vma_tf.objectives import streamed_sums
 
 SAVED_MODEL_DIR = "saved_model"
 LOG_LIKELIHOOD_SEED = (0, 0)
@@ -77,7 +78,7 @@ class ServingModule(tf.Module):
     variables its endpoints capture the same way.
     """
 
-    def __init__(self, model: GenerativeModel, image_size: int, pairs_per_call: int = DEFAULT_PAIRS_PER_CALL):
+    def __init__(self, model: GenerativeModel, image_size: int, pairs_per_call: int = EvalConfig.pairs_per_call):
         super().__init__(name="vma_serving")
         self._model = _Untracked(model)
         self.pairs_per_call = pairs_per_call

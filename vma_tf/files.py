@@ -17,7 +17,8 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 from vma_tf.errors import StorageError, UserInputError
 
@@ -47,14 +48,19 @@ def with_umask_mode(path: str) -> str:
     return path
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Replaces `path` by `text` in one step: readers see the old file or the new one, never a part."""
+def write_atomically(path: str, content: str | Callable[[BinaryIO], None]) -> None:
+    """Replaces `path` by `content` (text, or a function writing to a binary file) in one step:
+    readers see the old file or the new one, never a part. The temporary is `<name>.<random>.tmp`
+    beside it (remove_stale_temporaries finds what a killed writer left)."""
     directory, name = os.path.split(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=f"{name}.", suffix=TEMPORARY_SUFFIX)
     try:
         with_umask_mode(temporary)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            if callable(content):
+                content(f)
+            else:
+                f.write(content.encode())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -14,6 +14,7 @@ Every batch is an `Episode` (a learned or absent memory is empty) and a pure fun
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 
 import numpy as np
@@ -21,8 +22,7 @@ import tensorflow as tf
 
 from vma_tf import objectives
 from vma_tf.config import SEQUENCE_SAMPLINGS, DataConfig, EvalConfig, RunConfig
-from vma_tf.data import episodes, labelled
-from vma_tf.data import images as flat_images
+from vma_tf.data import episodes, flat_images, labelled
 from vma_tf.data.episodes import Episode
 from vma_tf.data.omniglot import CharacterSet
 from vma_tf.errors import UserInputError
@@ -32,7 +32,7 @@ _IMAGE_GRID_COLUMNS = 8  # image summaries of batches without classes
 _MEMORY_IMAGES_STREAM = 31  # numpy's seed stream of the images a learned memory starts from
 
 
-class Task:
+class Task(abc.ABC):
     """The few-shot, recall and image-batch protocols share the loss; they differ in their data."""
 
     # Whether each target is itself an entry of its batch's memory (recall): then eval reports
@@ -48,8 +48,11 @@ class Task:
         return _IMAGE_GRID_COLUMNS, _IMAGE_GRID_COLUMNS
 
     def validate(self) -> None:
-        """Raises UserInputError when the run's data cannot serve this task; reads no data."""
+        """Raises UserInputError when the run's data cannot serve this task; reads no data. Any
+        data serves a task that does not say otherwise."""
+        return None
 
+    @abc.abstractmethod
     def training_data(self) -> tuple[int, Callable[[int], tf.data.Dataset]]:
         """Loads the training split; returns its image size and the dataset of the Episodes of the
         training steps from a given one on."""
@@ -60,6 +63,7 @@ class Task:
         where a learned memory starts."""
         raise UserInputError(f"--memory={self.run.model.memory} has no training images to start a memory from")
 
+    @abc.abstractmethod
     def test_batches(
         self, test: CharacterSet | np.ndarray, config: EvalConfig, seed_of: Callable[[int], tf.Tensor]
     ) -> tuple[list[Episode], str]:

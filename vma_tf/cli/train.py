@@ -13,6 +13,7 @@ import sys
 
 from absl import app, flags
 
+import vma_tf
 from vma_tf.cli import commands, flagfiles
 from vma_tf.cli.tensorflow_logs import VERBOSE_HELP, quiet_tensorflow
 from vma_tf.config import (
@@ -197,7 +198,6 @@ flags.DEFINE_integer(
     TrainConfig.max_nonfinite_steps,
     "Non-finite steps are skipped; this many in a row stop the run (0: never stop).",
 )
-flags.DEFINE_list("poison_steps", [], "Test hook: these steps' targets become NaN (to exercise the skipping).")
 flags.DEFINE_bool("verbose", False, VERBOSE_HELP)
 flags.DEFINE_bool(
     "export", TrainConfig.export, "Write LOGDIR/saved_model (plain-TensorFlow signatures) when training ends."
@@ -208,14 +208,14 @@ FLAGS = flags.FLAGS
 
 def run_config(values: flags.FlagValues = FLAGS) -> RunConfig:
     """The RunConfig that parsed flag values (the command line's, by default) describe."""
-    lists = integer_lists(values, ("poison_steps", "mlp_units", "learning_rate_boundaries"))
+    lists = integer_lists(values, ("mlp_units", "learning_rate_boundaries"))
     try:
         rates = tuple(float(value) for value in values.learning_rate_values)
     except ValueError as e:
         raise UserInputError(f"--learning_rate_values takes comma-separated numbers ({e})") from e
     train = dataclasses.replace(
-        from_flag_values(TrainConfig, values), poison_steps=lists["poison_steps"],
-        learning_rate_boundaries=lists["learning_rate_boundaries"], learning_rate_values=rates,
+        from_flag_values(TrainConfig, values), learning_rate_boundaries=lists["learning_rate_boundaries"],
+        learning_rate_values=rates,
     )
     data = from_flag_values(DataConfig, values)
     # config.json stores them resolved: eval.py finds the data from any working directory.
@@ -263,13 +263,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     with quiet_tensorflow(FLAGS.verbose):
-        from vma_tf import training
+        import tensorflow as tf
 
     try:
-        training.train(run_config())
+        vma_tf.train(run_config())
     except (UserInputError, RunDivergedError) as e:
         sys.exit(f"{os.path.basename(argv[0])}: error: {e}")
-    except (MemoryError, training.tf.errors.ResourceExhaustedError) as e:
+    except (MemoryError, tf.errors.ResourceExhaustedError) as e:
         allocation = re.search(r"OOM when allocating tensor with shape\[[\d,]*\]", str(e))
         cause = allocation[0] if allocation else type(e).__name__
         sys.exit(f"{os.path.basename(argv[0])}: error: out of memory ({cause}): the model or its batch is too "

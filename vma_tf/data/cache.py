@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import hashlib
 import logging
 import os
-import tempfile
-import time
 import zipfile
 from collections.abc import Callable
 
@@ -16,7 +12,6 @@ import numpy as np
 
 from vma_tf import files
 from vma_tf.errors import StorageError
-from vma_tf.files import TEMPORARY_SUFFIX
 
 logger = logging.getLogger(__name__)
 _STALE_AFTER_SEC = 3600.0  # a cache write takes seconds; an older temporary is a killed writer's
@@ -55,10 +50,10 @@ def load_or_build(
 
     A file that cannot be read back whole (a crash during an earlier write, a disk error), or
     whose arrays `expected` finds wrong (it returns what is wrong, or None), is rebuilt rather
-    than trusted. Temporaries that killed writers left in the cache folder for over an hour are
-    removed.
+    than trusted. The temporaries that killed writers of `path` left over an hour ago are removed.
     """
-    _remove_stale_temporaries(os.path.dirname(path))
+    folder, name = os.path.split(path)
+    files.remove_stale_temporaries(folder, (name,), older_than_sec=_STALE_AFTER_SEC)
     try:
         with np.load(path, allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in stored.files}
@@ -74,17 +69,10 @@ def load_or_build(
         logger.warning("%s; going on without the cache (every run decodes the data again)", e)
         return build()
     arrays = build()
-    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), suffix=TEMPORARY_SUFFIX)
     try:
-        files.with_umask_mode(tmp_path)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp_path, path)
+        files.write_atomically(path, lambda f: np.savez(f, **arrays))
     except OSError as e:  # a full disk: the arrays are built, so the run goes on
         logger.warning("could not write the cache %s (%s); going on without it", path, e.strerror or e)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
     return arrays
 
 
@@ -106,11 +94,3 @@ def arrays_problem(arrays: dict[str, np.ndarray], shapes: dict[str, tuple], dtyp
     if len(lengths) > 1 or 0 in lengths:
         return f"arrays of lengths {sorted(lengths)}, expected one positive length"
     return None
-
-
-def _remove_stale_temporaries(folder: str) -> None:
-    now = time.time()
-    for stale in glob.glob(os.path.join(glob.escape(folder), f"tmp*{TEMPORARY_SUFFIX}")):
-        with contextlib.suppress(OSError):
-            if now - os.path.getmtime(stale) > _STALE_AFTER_SEC:
-                os.remove(stale)

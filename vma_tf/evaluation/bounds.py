@@ -1,12 +1,5 @@
-"""Importance-sampled bounds on log p(x | C) with K up to thousands, in nats, for any model.
-
-    log p(x | C) >= L_K = log (1/K) sum_k w_k,   latents_k ~ q(latents | x, C)
-
-The K samples are drawn in chunks and combined with a streaming log-sum-exp, so memory
-is set by the chunk, not by K. Chunk i draws with the seed fold_in(seed, i): for a given
-seed the estimate is deterministic, and changing the chunk size changes which samples
-are drawn, not what is estimated.
-"""
+"""Importance-sampled bounds on log p(x | C) with K up to thousands, in nats, for any model:
+objectives.streamed_sums over test batches, as per-target estimates."""
 
 from __future__ import annotations
 
@@ -16,11 +9,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from vma_tf.config import EvalConfig
 from vma_tf.models import GenerativeModel, context_for
-
-# Sample-target pairs per model call: sets the peak memory of evaluation (~0.5 GB at 26x26
-# with 48 maps) independently of K and of the number of targets.
-DEFAULT_PAIRS_PER_CALL = 4000
+from vma_tf.objectives import streamed_sums
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,61 +29,11 @@ class BoundEstimate:
     diagnostics: dict[str, np.ndarray]
 
 
-def streamed_sums(
-    model: GenerativeModel,
-    x: tf.Tensor,
-    encoded,
-    num_samples: tf.Tensor | int,
-    pairs_per_call: int,
-    seed: tf.Tensor,
-    visible: tf.Tensor | None = None,
-) -> dict[str, tf.Tensor]:
-    """Draws K = num_samples samples for targets x [B, H, W, 1] (reading the entries visible bool
-    [B, M] shows, None: all) in chunks, inside the graph.
-
-    Chunks hold max(1, pairs_per_call // B) samples (the last one the rest); chunk i draws with
-    fold_in(seed, i). Returns float32 [B] tensors: log_sum_w = log sum_k w_k, sum_log_w (the sum
-    over k of log w_k), sum_log_likelihood, and the sum over k of each of the model's diagnostics.
-    """
-    num_samples = tf.convert_to_tensor(num_samples, tf.int32)
-    tf.debugging.assert_positive(num_samples, message="the number of importance samples must be positive")
-    batch = tf.shape(x)[0]
-    chunk = tf.clip_by_value(pairs_per_call // tf.maximum(batch, 1), 1, num_samples)
-    zeros = tf.zeros([batch])
-    names = model.DIAGNOSTICS
-
-    def add_chunk(index, log_sum_w, sum_log_w, sum_log_likelihood, *sum_diagnostics):
-        size = tf.minimum(chunk, num_samples - index * chunk)
-        record = model.log_weights(x, encoded, size, tf.random.experimental.stateless_fold_in(seed, index), visible)
-        log_weights = record.log_weights
-        return (
-            index + 1,
-            tf.reduce_logsumexp(tf.stack([log_sum_w, tf.reduce_logsumexp(log_weights, axis=0)]), axis=0),
-            sum_log_w + tf.reduce_sum(log_weights, axis=0),
-            sum_log_likelihood + tf.reduce_sum(record.log_likelihood, axis=0),
-            *(total + tf.reduce_sum(record.diagnostics[name], axis=0) for total, name in zip(sum_diagnostics, names)),
-        )
-
-    _, log_sum_w, sum_log_w, sum_log_likelihood, *sum_diagnostics = tf.while_loop(
-        lambda index, *_: index * chunk < num_samples,
-        add_chunk,
-        (tf.constant(0), zeros - float("inf"), zeros, zeros, *(zeros for _ in names)),
-        shape_invariants=(tf.TensorShape([]),) + (tf.TensorShape([None]),) * (3 + len(names)),
-        parallel_iterations=1,  # one chunk in flight: peak memory is one chunk's, whatever K is
-    )
-    return {
-        "log_sum_w": log_sum_w,
-        "sum_log_w": sum_log_w,
-        "sum_log_likelihood": sum_log_likelihood,
-        **{f"sum_{name}": total for name, total in zip(names, sum_diagnostics)},
-    }
-
-
 class BoundEvaluator:
     """Evaluates K-sample bounds of one model: given a memory (encoded once per call), or given a
     memory encoded once by `encode` and queried many times by `bound`."""
 
-    def __init__(self, model: GenerativeModel, pairs_per_call: int = DEFAULT_PAIRS_PER_CALL):
+    def __init__(self, model: GenerativeModel, pairs_per_call: int = EvalConfig.pairs_per_call):
         self.model = model
         self.pairs_per_call = pairs_per_call
         self._sums = tf.function(self._encode_and_sum, reduce_retracing=True)

@@ -17,11 +17,10 @@ from tqdm import tqdm
 
 from vma_tf import tasks
 from vma_tf.config import EpisodeConfig, EvalConfig, RunConfig
-from vma_tf.data import episodes, labelled
-from vma_tf.data import images as flat_images
+from vma_tf.data import episodes, flat_images, labelled
 from vma_tf.data.omniglot import CharacterSet
 from vma_tf.errors import UserInputError
-from vma_tf.evaluation import classification as few_shot
+from vma_tf.evaluation import few_shot
 from vma_tf.evaluation.bounds import BoundEstimate, BoundEvaluator
 from vma_tf.evaluation.progress import progress_bar
 from vma_tf.models import AddressedMemory, MemoryReader
@@ -31,7 +30,9 @@ _TASK_STREAM, _MODEL_STREAM = 11, 12
 _PER_CLASS_STREAM, _PER_CLASS_MODEL_STREAM, _COPY_STREAM = 13, 14, 15
 # Context sizes of the copy probe.
 COPY_PROBE_SHOTS = (1, 5)
-SEQUENCE_LENGTH = 20
+# The `conditional` table's sequences are the GMN paper's test sequences, whatever length the run
+# trained on: the default training length is that protocol's too.
+SEQUENCE_LENGTH = EpisodeConfig.sequence_length
 _Z95 = 1.96  # half-width of a normal 95% interval, in standard errors
 
 
@@ -415,19 +416,19 @@ def _tiled_memory_point(
 def classification(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -> dict:
     """N-way k-shot accuracy on test classes, with the support set as memory: the argmax of
     p(c|x) from q(a|x) and from importance weights, mean over episodes with a 95% interval."""
-    tasks = {}
+    shapes = {}
     for name in config.classification_tasks:
         try:
-            tasks[name] = few_shot.parse_task(name)
+            shapes[name] = few_shot.parse_task(name)
         except ValueError as e:
             raise UserInputError(str(e)) from e
-        ways, shots = tasks[name]
+        ways, shots = shapes[name]
         _check_episode(test, ways, shots + config.queries_per_class, name)
     classifier = few_shot.FewShotClassifier(model, config.iw_samples)
     images = tf.constant(test.images)
     results = {}
-    bar = progress_bar(len(tasks) * config.classification_episodes, "classification: episodes")
-    for task_index, (name, (ways, shots)) in enumerate(tasks.items()):
+    bar = progress_bar(len(shapes) * config.classification_episodes, "classification: episodes")
+    for task_index, (name, (ways, shots)) in enumerate(shapes.items()):
         accuracy, accuracy_iw = [], []
         for episode_index in range(config.classification_episodes):
             episode, support_labels, query_labels = few_shot.labelled_episode(

@@ -34,6 +34,7 @@ Capabilities beyond that are mixins that consumers test for, never model names:
 
 from __future__ import annotations
 
+import abc
 from typing import Any, NamedTuple
 
 import keras
@@ -70,7 +71,7 @@ class LogWeights(NamedTuple):
     likelihood: tfd.Distribution
 
 
-class GenerativeModel(keras.Model):
+class GenerativeModel(keras.Model, metaclass=abc.ABCMeta):
     """The interface every registered model implements. Subclasses set DIAGNOSTICS and
     `reads_context`, and implement encode_context, log_weights and sample."""
 
@@ -84,6 +85,7 @@ class GenerativeModel(keras.Model):
         Each class checks the settings it reads (and calls its parent's check)."""
 
     @property
+    @abc.abstractmethod
     def reads_context(self) -> bool:
         """Whether encode_context takes a context from the caller (otherwise it takes None)."""
         raise NotImplementedError
@@ -103,11 +105,13 @@ class GenerativeModel(keras.Model):
         has nothing else to read (a read from an empty set is undefined), else 0."""
         return 1 if self.reads_context else 0
 
+    @abc.abstractmethod
     def encode_context(self, context: tf.Tensor | None) -> Any:
         """Everything the model needs of a context [M, H, W, 1] (None: the model reads none), computed
         once so that many targets, chunks of samples and draws can share it."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def log_weights(
         self,
         x: tf.Tensor,
@@ -144,15 +148,17 @@ class GenerativeModel(keras.Model):
         sequences, each image read by the later ones): a model may run its nets once over them."""
         return self.log_weights_in_context(context, context_for(self, context), num_samples, seed, visible)
 
+    @abc.abstractmethod
     def sample(self, encoded: Any, num_samples: int | tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         """Draws from p(x | C): {"images": Bernoulli means float32 [N, H, W, 1]} plus what the model
         can say of each sample (an addressed model: "addresses" int32 [N])."""
         raise NotImplementedError
 
 
-class MemoryReader:
+class MemoryReader(abc.ABC):
     """A model that reads individual entries of a memory."""
 
+    @abc.abstractmethod
     def entry_posterior(self, x: tf.Tensor, encoded: Any) -> tf.Tensor:
         """How much each memory entry explains each target: float32 [B, M], rows summing to one."""
         raise NotImplementedError
@@ -170,18 +176,22 @@ class AddressedMemory(MemoryReader):
     """A discrete address a over the memory entries (VMA). Its `encode_context` returns a
     CompactMemory, so an encoding costs E floats per entry and can be kept for many queries."""
 
+    @abc.abstractmethod
     def address_posterior(self, x: tf.Tensor, encoded: Any) -> tfd.Categorical:
         """q(a | x, M) for x [B, H, W, 1]: batch [B], event [], values in range(M)."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def address_prior(self, encoded: Any) -> tfd.Categorical:
         """p(a | M): batch [], event []."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def read(self, encoded: Any, addresses: tf.Tensor) -> Any:
         """The decoder's per-entry features of the entries at addresses [...], leading shape [...]."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def sample_at(self, encoded: Any, addresses: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """Draws from p(x | m_a) at given addresses [...]: Bernoulli means float32 [..., H, W, 1]."""
         raise NotImplementedError
@@ -193,6 +203,7 @@ class AddressedMemory(MemoryReader):
 class AttendingMemory(MemoryReader):
     """A soft read: attention weights over the memory entries."""
 
+    @abc.abstractmethod
     def attention(self, x: tf.Tensor, encoded: Any) -> tf.Tensor:
         """The attention weights of the read for targets x [B, H, W, 1] at the mean of q(z|x):
         float32 [B, M], rows summing to one."""
@@ -223,3 +234,23 @@ def attention_entropy(weights: tf.Tensor) -> tf.Tensor:
 def broadcast_to_samples(per_target: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
     """An exact per-target value [B] as a per-sample diagnostic shaped like `like` [K, B]."""
     return tf.broadcast_to(per_target, tf.shape(like))
+
+
+def continuous_latent_log_weights(
+    x: tf.Tensor, q_z: tfd.Distribution, p_z: tfd.Distribution, likelihood_of, num_samples, seed: tf.Tensor
+) -> LogWeights:
+    """The bound of a model whose one latent is z: K = num_samples reparameterised draws z [K, B, Z]
+    from q_z, weighed by log p(x | z) + log p(z) - log q(z | x) for targets x [B, S, S, 1].
+    `likelihood_of(z)` gives (p(x | z), the reads or None); the diagnostics hold KL(q_z || p_z)."""
+    z = q_z.sample(num_samples, seed=seed)
+    likelihood, reads = likelihood_of(z)
+    log_likelihood = likelihood.log_prob(x)
+    log_weights = log_likelihood + p_z.log_prob(z) - q_z.log_prob(z)
+    return LogWeights(
+        log_weights=log_weights,
+        log_likelihood=log_likelihood,
+        score_log_prob=None,
+        diagnostics={"kl_z": broadcast_to_samples(tfd.kl_divergence(q_z, p_z), log_weights)},
+        reads=reads,
+        likelihood=likelihood,
+    )

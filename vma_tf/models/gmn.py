@@ -46,7 +46,7 @@ from vma_tf.models.base import (
     GenerativeModel,
     LogWeights,
     attention_entropy,
-    broadcast_to_samples,
+    continuous_latent_log_weights,
 )
 from vma_tf.visibility import grouped_matmul, masked_logits, merge_groups, split_groups, visibility_groups
 
@@ -351,20 +351,11 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
         visible = self._visible(visible)
         q_z = self.z_posterior(x_features, encoded, visible)
         p_z = self.z_prior(encoded, visible, tf.shape(x)[0])
-        z = q_z.sample(num_samples, seed=seed)  # [K, B, Z], reparameterised
-        likelihood, weights = self.likelihood(z, encoded, visible)
-        log_likelihood = likelihood.log_prob(x)
-        log_weights = log_likelihood + p_z.log_prob(z) - q_z.log_prob(z)
-        return LogWeights(
-            log_weights=log_weights,
-            log_likelihood=log_likelihood,
-            score_log_prob=None,
-            diagnostics={
-                "kl_z": broadcast_to_samples(tfd.kl_divergence(q_z, p_z), log_weights),
-                "entropy_attention": attention_entropy(weights),
-            },
-            reads=self._context_weights(weights),
-            likelihood=likelihood,
+        record = continuous_latent_log_weights(x, q_z, p_z, lambda z: self.likelihood(z, encoded, visible),
+                                               num_samples, seed)
+        return record._replace(
+            diagnostics={**record.diagnostics, "entropy_attention": attention_entropy(record.reads)},
+            reads=self._context_weights(record.reads),
         )
 
     def sample(self, encoded, num_samples, seed) -> dict[str, tf.Tensor]:

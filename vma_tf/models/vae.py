@@ -14,7 +14,7 @@ import tensorflow_probability as tfp
 
 from vma_tf import nets
 from vma_tf.config import ModelConfig
-from vma_tf.models.base import GenerativeModel, LogWeights, broadcast_to_samples
+from vma_tf.models.base import GenerativeModel, LogWeights, continuous_latent_log_weights
 
 tfd = tfp.distributions
 
@@ -58,19 +58,8 @@ class ConvVAE(GenerativeModel):
         return nets.bernoulli_image(nets.unflatten_samples(logits, tf.shape(z)[:-1])), None
 
     def log_weights(self, x, encoded, num_samples, seed, visible=None) -> LogWeights:
-        q_z, p_z = self.z_posterior(x), self.z_prior()
-        z = q_z.sample(num_samples, seed=seed)  # [K, B, Z], reparameterised
-        likelihood, reads = self.likelihood(z, encoded, visible)
-        log_likelihood = likelihood.log_prob(x)
-        log_weights = log_likelihood + p_z.log_prob(z) - q_z.log_prob(z)
-        return LogWeights(
-            log_weights=log_weights,
-            log_likelihood=log_likelihood,
-            score_log_prob=None,
-            diagnostics={"kl_z": broadcast_to_samples(tfd.kl_divergence(q_z, p_z), log_weights)},
-            reads=reads,
-            likelihood=likelihood,
-        )
+        return continuous_latent_log_weights(x, self.z_posterior(x), self.z_prior(),
+                                             lambda z: self.likelihood(z, encoded, visible), num_samples, seed)
 
     def sample(self, encoded: Any, num_samples: int | tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         """Draws from p(x | C): {"images": float32 [N, S, S, 1]}."""

@@ -20,6 +20,7 @@ context and takes None wherever a context goes.
 
 from __future__ import annotations
 
+import abc
 from typing import Any, NamedTuple
 
 import keras
@@ -148,10 +149,12 @@ class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
         """`features(memory, memory)`: the entries are the targets too."""
         return self.features(memory, memory)
 
+    @abc.abstractmethod
     def embed_memory(self, memory: tf.Tensor) -> tf.Tensor:
         """The addressing embeddings h(m_a) of memory [M, ...]: float32 [M, E]."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def entry_features(self, memory: tf.Tensor) -> NamedTuple:
         """Every per-entry decoder feature of memory [M, ...]: an encoding whose `embeddings` is None."""
         raise NotImplementedError
@@ -160,18 +163,22 @@ class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
         """The full encoding of memory [M, ...]: its entry features and `embeddings` [M, E]."""
         return self.entry_features(memory)._replace(embeddings=self.embed_memory(memory))
 
+    @abc.abstractmethod
     def target_features(self, x: tf.Tensor) -> tuple[Any, tf.Tensor]:
         """(what q(z|x, m_a) needs of x [B, S, S, 1], the query embeddings h_q(x) [B, E])."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def z_posterior(self, x_features: Any, entries: Any) -> tfd.MultivariateNormalDiag:
         """q(z | x, m_a) for the entries read at addresses [K, B]: batch [K, B], event [Z]."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def z_prior(self, entries: Any) -> tfd.MultivariateNormalDiag:
         """p(z | m_a) for the entries read at addresses [...]: batch [...], event [Z]."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def likelihood(self, z: tf.Tensor, entries: Any) -> tfd.Independent:
         """p(x | z, m_a) for z [..., Z] and the entries read at addresses [...]: batch [...], event [S, S, 1]."""
         raise NotImplementedError
