@@ -152,7 +152,7 @@ class TrainConfig:
     adam_beta_2, adam_epsilon: Adam's (Keras's defaults; the GMN authors used 0.99 and 1e-8).
     """
 
-    logdir: str
+    logdir: str = "runs/vma"
     steps: int = 100_000
     batch_size: int = 32
     seed: int = 0

@@ -149,7 +149,7 @@ flags.DEFINE_enum(
     "GMN: the paper's dot product of f and g, or the authors' code: strength beta(h) x cosine of f and psi.",
 )
 # Optimisation
-flags.DEFINE_string("logdir", "runs/vma", "Checkpoints, TensorBoard events, metrics.jsonl, config.json.")
+flags.DEFINE_string("logdir", TrainConfig.logdir, "Checkpoints, TensorBoard events, metrics.jsonl, config.json.")
 flags.DEFINE_integer("steps", TrainConfig.steps, "Total number of training steps.")
 flags.DEFINE_integer("seed", TrainConfig.seed, "Seeds initialisation, episodes and every sample.")
 flags.DEFINE_integer("num_samples", TrainConfig.num_samples, "K, posterior samples per target (VIMCO needs K >= 2).")
