@@ -15,6 +15,7 @@ from conftest import REPO
 from vma_tf import tasks, training
 from vma_tf.config import DataConfig, EpisodeConfig, ModelConfig, RunConfig, TrainConfig
 from vma_tf.data.episodes import Episode
+from vma_tf.errors import UserInputError
 
 SMALL = ModelConfig(latent_dim=8, embed_dim=16, conv_channels=8, hidden_units=32)
 
@@ -45,6 +46,7 @@ MIRRORED_AGAINST_ONE_DEVICE = textwrap.dedent("""
 
     config = _config(strategy="mirrored", weight_decay=1e-3)
     task, batch = tasks.build_task(config), _batch()
+    training.use_run_settings(config.train)  # the seed of the initial weights
     mirrored = training.build_trainer(config, 26, task)
     seed = seed_for(0, mirrored.step, 1)
 
@@ -59,6 +61,7 @@ MIRRORED_AGAINST_ONE_DEVICE = textwrap.dedent("""
     # One device, the same global batch: each replica's half with that replica's seed, the loss
     # and the metrics weighted by the half's share of the targets.
     single_device = dataclasses.replace(config, train=dataclasses.replace(config.train, strategy="default"))
+    training.use_run_settings(single_device.train)  # the same initial weights
     single = training.build_trainer(single_device, 26, task)
     variables = single.model.trainable_variables
     same_init = all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(variables, mirrored.model.trainable_variables))
@@ -109,7 +112,7 @@ def test_a_mirrored_step_on_two_devices_equals_its_halves_on_one():
 
 
 def test_a_batch_that_does_not_split_evenly_is_refused():
-    with pytest.raises(training.UserInputError, match="cannot be split evenly across 3 replicas"):
+    with pytest.raises(UserInputError, match="cannot be split evenly across 3 replicas"):
         training.replica_share(_batch(), tf.constant(0), 3)
 
 
@@ -145,6 +148,7 @@ STEPS_ON_A_CLUSTER = textwrap.dedent("""
     from vma_tf import tasks, training
 
     config = _config(strategy=sys.argv[2])
+    training.use_run_settings(config.train)  # every process starts from the same weights
     trainer = training.build_trainer(config, 26, tasks.build_task(config))
     losses, seconds = [], []
     for step in range(int(sys.argv[3])):
