@@ -188,6 +188,11 @@ def per_target_memory_batches(config: RunConfig, count: int) -> list[Episode]:
     return batches
 
 
+# The K each model of the sweep trains with in the VMA paper: VIMCO's 4 samples for VMA, one for the
+# baselines' single-sample bound.
+PAPER_NUM_SAMPLES = {"vma": 4, "soft_attention": 1, "vae": 1}
+
+
 def sweep_config(config: RunConfig, model: str, memory_size: int) -> RunConfig:
     """The paper's batch of 32 targets (8 classes x 4) with a memory of memory_size images."""
     per_class = 2 if memory_size < 32 else 4
@@ -195,7 +200,7 @@ def sweep_config(config: RunConfig, model: str, memory_size: int) -> RunConfig:
         config.episodes, classes_per_batch=8, targets_per_class=4, memory_per_class=per_class,
         confounding_classes=memory_size // per_class - 8,
     )
-    num_samples = 4 if model == "vma" else 1  # the paper's K of each
+    num_samples = PAPER_NUM_SAMPLES[model]
     return dataclasses.replace(
         config,
         episodes=episodes_config,
@@ -217,9 +222,11 @@ def sweep_point(config: RunConfig) -> float:
 
 def main(argv):
     del argv
+    unknown = sorted(set(FLAGS.sweep_models) - set(PAPER_NUM_SAMPLES))
+    if unknown:
+        raise app.UsageError(f"--sweep_models takes {sorted(PAPER_NUM_SAMPLES)}, got {unknown}")
     config = train_entry.run_config()
-    training.validate(config)
-    task = tasks.build_task(config)
+    task = training.validate(config)
     image_size, dataset_from = task.training_data()
     training.use_run_settings(config.train)
     trainer = training.build_trainer(config, image_size, task)
