@@ -55,7 +55,7 @@ def _model_and_config():
         config, model, _ = checkpoints.restore_model(FLAGS.run)
         return model, config
     config = train_entry.run_config()
-    return build_model(config.model), config
+    return build_model(config.model, config.data.image_size), config
 
 
 def _seconds(fn) -> float:
@@ -155,7 +155,7 @@ def main(argv):
         "memory_scaling": rows,
         "run": FLAGS.run,
         "model": config.model.name,
-        "image_size": config.model.image_size,
+        "image_size": config.data.image_size,
         "tiling": "copies after the first: shifted by up to 2 pixels, 1% of pixels flipped",
         "tensorflow": tf.__version__,
         "cpu_count": os.cpu_count(),

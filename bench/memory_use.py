@@ -155,9 +155,9 @@ def main(argv):
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, logdir=logdir, export=False))
     training.validate(config)
     task = tasks.build_task(config)
-    image_size, dataset_from = task.training_data()
+    dataset_from = task.training_data()
     training.use_run_settings(config.train)
-    trainer = training.build_trainer(config, image_size, task)
+    trainer = training.build_trainer(config, task)
     if not isinstance(trainer.model, AddressedMemory):
         raise app.UsageError("the probes need a model with an address (VMA)")
     for variable in trainer.model.trainable_variables:

@@ -8,7 +8,6 @@ Both variants take a full training step (forward, backward, Adam) on the same re
 model the flagfile describes; their repeats alternate, so a busy machine slows both alike.
 """
 
-import dataclasses
 import json
 import os
 import sys
@@ -34,11 +33,12 @@ FLAGS = flags.FLAGS
 def main(argv):
     run = train_entry.run_config()
     training.validate(run)
-    if run.model.memory != "sequence":
-        sys.exit("sequence_speed.py: error: needs a flagfile with --memory=sequence")
+    if run.task != "sequence":
+        sys.exit("sequence_speed.py: error: needs a flagfile with --task=sequence")
     task = tasks.build_task(run)
-    image_size, dataset_from = task.training_data()
-    model = build_model(dataclasses.replace(run.model, image_size=image_size))
+    dataset_from = task.training_data()
+    image_size = run.data.image_size
+    model = build_model(run.model, image_size)
     optimizer = keras.optimizers.Adam(run.train.learning_rate)
     optimizer.build(model.trainable_variables)
     batch = next(iter(dataset_from(0)))

@@ -37,9 +37,9 @@ FLAGS = flags.FLAGS
 def train_step_ms() -> dict:
     config = train_entry.run_config()
     task = tasks.build_task(config)
-    image_size, dataset_from = task.training_data()
+    dataset_from = task.training_data()
     training.use_run_settings(config.train)
-    trainer = training.build_trainer(config, image_size, task)
+    trainer = training.build_trainer(config, task)
     batches = iter(dataset_from(0))
     for _ in range(8):
         trainer.train_step(next(batches))

@@ -172,7 +172,7 @@ def per_target_memory_batches(config: RunConfig, count: int) -> list[Episode]:
     images = tf.constant(omniglot.load_splits(config.data)["train"].images)
     one_target = dataclasses.replace(shape, targets_per_class=1)
     per_memory = shape.classes_per_batch * shape.memory_per_class
-    batch_size = shape.batch_size
+    batch_size = shape.few_shot_batch_size
     visible = tf.repeat(tf.eye(batch_size, dtype=tf.bool), per_memory, axis=1)  # [B, B * per_memory]
     batches = []
     for index in range(count):
@@ -204,16 +204,17 @@ def sweep_config(config: RunConfig, model: str, memory_size: int) -> RunConfig:
     return dataclasses.replace(
         config,
         episodes=episodes_config,
-        model=dataclasses.replace(config.model, name=model, memory="few_shot"),
+        task="few_shot",
+        model=dataclasses.replace(config.model, name=model),
         train=dataclasses.replace(config.train, num_samples=num_samples),
     )
 
 
 def sweep_point(config: RunConfig) -> float:
     task = tasks.build_task(config)
-    image_size, dataset_from = task.training_data()
+    dataset_from = task.training_data()
     training.use_run_settings(config.train)
-    trainer = training.build_trainer(config, image_size, task)
+    trainer = training.build_trainer(config, task)
     steps_per_sec = timed_steps(trainer, iter(dataset_from(0)), 3, FLAGS.sweep_steps)
     del trainer
     gc.collect()
@@ -227,9 +228,9 @@ def main(argv):
         raise app.UsageError(f"--sweep_models takes {sorted(PAPER_NUM_SAMPLES)}, got {unknown}")
     config = train_entry.run_config()
     task = training.validate(config)
-    image_size, dataset_from = task.training_data()
+    dataset_from = task.training_data()
     training.use_run_settings(config.train)
-    trainer = training.build_trainer(config, image_size, task)
+    trainer = training.build_trainer(config, task)
     iterator = iter(dataset_from(0))
 
     for _ in range(FLAGS.warmup_steps):
@@ -322,7 +323,7 @@ def main(argv):
 def few_shot_comparisons(config: RunConfig, trainer: training.Trainer, result: dict) -> None:
     """The few-shot task's comparisons: a memory per target (the PyTorch VMA's work) and the sweep
     over |M| of VMA, soft attention and the VAE."""
-    batch_size = config.episodes.batch_size
+    batch_size = config.episodes.few_shot_batch_size
     paper = result["paper_config"]
     per_target = per_target_memory_batches(config, 4)
     per_target_steps = timed_steps(trainer, _cycle(per_target), 3, FLAGS.sweep_steps)
@@ -348,7 +349,7 @@ def few_shot_comparisons(config: RunConfig, trainer: training.Trainer, result: d
                 "model": model_name,
                 "memory_size": memory_size,
                 "steps_per_sec": steps,
-                "targets_per_sec": steps * point_config.episodes.batch_size,
+                "targets_per_sec": steps * point_config.episodes.few_shot_batch_size,
                 "num_samples": point_config.train.num_samples,
             })
             print(json.dumps(result["memory_sweep"][-1]), flush=True)

@@ -102,7 +102,7 @@ def test_k5000_bound_is_just_below_the_exact_likelihood():
 def test_k5000_bound_of_the_real_model_matches_quadrature():
     """The VMA model itself with |z| = 1 and two memory entries: its densities and the
     estimator together reproduce the exact marginal likelihood."""
-    model = build_model(ModelConfig(image_size=S, latent_dim=1, embed_dim=8, conv_channels=4, hidden_units=16))
+    model = build_model(ModelConfig(latent_dim=1, embed_dim=8, conv_channels=4, hidden_units=16), S)
     memory, x = _binary_images(2, 0), _binary_images(16, 1)
     encoded = model.encode_context(memory)
     log_prior_a = np.log(model.address_prior(encoded).probs_parameter().numpy().astype(np.float64))
@@ -120,8 +120,7 @@ def test_k5000_bound_of_the_real_model_matches_quadrature():
 @pytest.mark.parametrize("name", ["vae", "soft_attention"])
 def test_k5000_bound_of_the_baselines_matches_quadrature(name):
     """The baselines with |z| = 1: p(x|C) = ∫ N(z; 0, 1) p(x | z, C) dz, integrated on a grid."""
-    model = build_model(ModelConfig(name=name, image_size=S, latent_dim=1, embed_dim=8, conv_channels=4,
-                                    hidden_units=16))
+    model = build_model(ModelConfig(name=name, latent_dim=1, embed_dim=8, conv_channels=4, hidden_units=16), S)
     memory, x = _binary_images(3, 0), _binary_images(16, 1)
     encoded = model.encode_context(memory if model.reads_context else None)
     grid = tf.constant(TRAPEZOID_GRID[:, None], tf.float32)
@@ -141,7 +140,7 @@ def _assert_a_tight_valid_bound(model, x, memory, exact, tolerance=0.05):
 
 
 def test_streaming_over_chunks_equals_one_log_sum_exp():
-    model = build_model(ModelConfig(image_size=S, latent_dim=4, embed_dim=8, conv_channels=4, hidden_units=16))
+    model = build_model(ModelConfig(latent_dim=4, embed_dim=8, conv_channels=4, hidden_units=16), S)
     memory, x = _binary_images(5, 4), _binary_images(8, 5)
     num_samples, seed = 100, tf.constant([7, 8])
     evaluator = BoundEvaluator(model, pairs_per_call=8 * 30)  # chunks of 30, 30, 30, 10

@@ -19,7 +19,7 @@ def test_restore_model_recovers_every_variable(tmp_path):
         model=ModelConfig(latent_dim=4, embed_dim=8, conv_channels=4, hidden_units=8),
         train=TrainConfig(logdir=str(tmp_path)),
     )
-    trained = build_model(config.model)
+    trained = build_model(config.model, config.data.image_size)
     optimizer = keras.optimizers.Adam()
     optimizer.build(trained.trainable_variables)
     step = tf.Variable(17, dtype=tf.int64)
@@ -31,7 +31,7 @@ def test_restore_model_recovers_every_variable(tmp_path):
 
     restored_config, restored, restored_step = checkpoints.restore_model(str(tmp_path))
     assert restored_config == config and restored_step == 17
-    fresh = build_model(config.model)
+    fresh = build_model(config.model, config.data.image_size)
     assert len(restored.variables) == len(trained.variables) > 40
     for saved, loaded in zip(trained.variables, restored.variables):
         np.testing.assert_array_equal(loaded.numpy(), saved.numpy(), err_msg=saved.path)

@@ -47,7 +47,7 @@ MIRRORED_AGAINST_ONE_DEVICE = textwrap.dedent("""
     config = _config(strategy="mirrored", weight_decay=1e-3)
     task, batch = tasks.build_task(config), _batch()
     training.use_run_settings(config.train)  # the seed of the initial weights
-    mirrored = training.build_trainer(config, 26, task)
+    mirrored = training.build_trainer(config, task)
     seed = seed_for(0, mirrored.step, 1)
 
     @tf.function
@@ -62,7 +62,7 @@ MIRRORED_AGAINST_ONE_DEVICE = textwrap.dedent("""
     # and the metrics weighted by the half's share of the targets.
     single_device = dataclasses.replace(config, train=dataclasses.replace(config.train, strategy="default"))
     training.use_run_settings(single_device.train)  # the same initial weights
-    single = training.build_trainer(single_device, 26, task)
+    single = training.build_trainer(single_device, task)
     variables = single.model.trainable_variables
     same_init = all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(variables, mirrored.model.trainable_variables))
 
@@ -124,7 +124,7 @@ def test_one_step_runs_with_a_finite_loss(train):
     config = _config(**train)
     try:
         training.use_run_settings(config.train)
-        trainer = training.build_trainer(config, 26, tasks.build_task(config))
+        trainer = training.build_trainer(config, tasks.build_task(config))
         trainer.train_step(_batch())
         metrics = trainer.read_metrics()
     finally:
@@ -149,7 +149,7 @@ STEPS_ON_A_CLUSTER = textwrap.dedent("""
 
     config = _config(strategy=sys.argv[2])
     training.use_run_settings(config.train)  # every process starts from the same weights
-    trainer = training.build_trainer(config, 26, tasks.build_task(config))
+    trainer = training.build_trainer(config, tasks.build_task(config))
     losses, seconds = [], []
     for step in range(int(sys.argv[3])):
         start = time.perf_counter()

@@ -31,9 +31,9 @@ def test_episodes_are_disjoint_and_labelled(characters, confounding):
                            confounding_classes=confounding)
     for step, episode in enumerate(episodes.episode_dataset(characters, config, seed=3).take(20)):
         target_ids, memory_ids = _ids(episode.targets), _ids(episode.memory)
-        assert episode.targets.shape == (12, 3, 3, 1) and episode.memory.shape == (config.memory_size, 3, 3, 1)
+        assert episode.targets.shape == (12, 3, 3, 1) and episode.memory.shape == (config.few_shot_memory_size, 3, 3, 1)
         assert not set(target_ids) & set(memory_ids), step
-        assert len(set(memory_ids)) == config.memory_size and len(set(target_ids)) == 12
+        assert len(set(memory_ids)) == config.few_shot_memory_size and len(set(target_ids)) == 12
         np.testing.assert_array_equal(target_ids // PER_CLASS, episode.target_labels.numpy())
         np.testing.assert_array_equal(memory_ids // PER_CLASS, episode.memory_labels.numpy())
         target_classes = set(episode.target_labels.numpy())

@@ -135,7 +135,7 @@ def test_the_nll_mode_bounds_every_scored_target(name, smoke_run, baseline_runs,
     assert tables
     # Two test batches: of 32 targets, or of 4 sequences of 20 scored from x_2 on (smoke_gmn.flags).
     assert result["num_importance_samples"] == 20 and result["num_examples"] == (
-        2 * 4 * 19 if REGISTRY[name].memories == ("sequence",) else 2 * 32)
+        2 * 4 * 19 if REGISTRY[name].tasks == ("sequence",) else 2 * 32)
     # The same samples give log mean w >= mean log w for every target, hence on average.
     assert result["nll_nats"] <= result["elbo_nats"]
     assert set(result["diagnostics"]) == set(model.DIAGNOSTICS)

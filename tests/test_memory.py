@@ -19,7 +19,7 @@ from vma_tf.errors import UserInputError
 from vma_tf.models import build_model
 
 B, M, K, S, Z = 5, 7, 3, 28, 6
-MLP = dict(model_arch="mlp", image_size=S, latent_dim=Z, embed_dim=16, mlp_units=(32, 16))
+MLP = dict(model_arch="mlp", latent_dim=Z, embed_dim=16, mlp_units=(32, 16))
 
 
 def _images(count, seed):
@@ -30,16 +30,15 @@ def _images(count, seed):
     "config",
     [
         ModelConfig(**MLP),
-        ModelConfig(**MLP, tie_embeddings=False, memory="learned", memory_size=M, memory_dim=10),
-        ModelConfig(**MLP, memory="learned", memory_size=M),
-        ModelConfig(image_size=S, latent_dim=Z, embed_dim=16, conv_channels=4, hidden_units=8,
-                    memory="learned", memory_size=M),
+        ModelConfig(**MLP, tie_embeddings=False, learned_memory_size=M, memory_dim=10),
+        ModelConfig(**MLP, learned_memory_size=M),
+        ModelConfig(latent_dim=Z, embed_dim=16, conv_channels=4, hidden_units=8, learned_memory_size=M),
     ],
     ids=["mlp-images", "mlp-learned-vectors", "mlp-learned-images", "conv-learned-images"],
 )
 def test_distribution_shapes(config):
-    model = build_model(config)
-    memory = None if config.memory == "learned" else _images(M, 2)
+    model = build_model(config, S)
+    memory = None if config.learned_memory_size else _images(M, 2)
     assert model.reads_context == (memory is not None)
     x = _images(B, 1)
     encoded = model.encode_context(memory)
@@ -73,24 +72,24 @@ def _z_seed(seed):
 
 
 def test_a_learned_memory_model_reads_only_its_own_memory():
-    learned = build_model(ModelConfig(**MLP, memory="learned", memory_size=M))
+    learned = build_model(ModelConfig(**MLP, learned_memory_size=M), S)
     with pytest.raises(ValueError, match="pass memory=None"):
         learned.log_weights_in_context(_images(B, 1), _images(M, 2), K, tf.constant([0, 1]))
     with pytest.raises(ValueError, match="pass a memory"):
-        build_model(ModelConfig(**MLP)).encode_context(None)
+        build_model(ModelConfig(**MLP), S).encode_context(None)
     assert learned.learned_memory.shape == (M, S, S, 1)
-    vectors = build_model(ModelConfig(**MLP, tie_embeddings=False, memory="learned", memory_size=M, memory_dim=10))
+    vectors = build_model(ModelConfig(**MLP, tie_embeddings=False, learned_memory_size=M, memory_dim=10), S)
     assert vectors.learned_memory.shape == (M, 10)
 
 
 def test_learned_memory_is_trained_and_never_decayed(tmp_path):
     config = RunConfig(
         data=DataConfig(dataset="mnist", image_size=S),
-        episodes=EpisodeConfig(),
-        model=ModelConfig(**MLP, tie_embeddings=False, memory="learned", memory_size=M, memory_dim=10),
-        train=TrainConfig(logdir=str(tmp_path), weight_decay=0.1, learning_rate=1e-2, batch_size=B),
+        episodes=EpisodeConfig(images_per_batch=B),
+        model=ModelConfig(**MLP, tie_embeddings=False, learned_memory_size=M, memory_dim=10),
+        train=TrainConfig(logdir=str(tmp_path), weight_decay=0.1, learning_rate=1e-2), task="learned",
     )
-    trainer = training.build_trainer(config, S, tasks.build_task(config))
+    trainer = training.build_trainer(config, tasks.build_task(config))
     model = trainer.model
     decayed = training.weight_decay_variables(model)
     assert not any(v is model.learned_memory for v in decayed)
@@ -121,14 +120,14 @@ def test_a_learned_memory_starts_as_random_blobs_or_small_vectors():
     """Issue 16: per-pixel noise looks alike to a conv embedder, and N(0, 1) vectors let one entry
     win every target at once; entries start as smooth random images in [0, 1] or N(0, 0.1^2)."""
     tf.keras.utils.set_random_seed(0)
-    images = build_model(ModelConfig(**MLP, memory="learned", memory_size=64)).learned_memory.numpy()
+    images = build_model(ModelConfig(**MLP, learned_memory_size=64), S).learned_memory.numpy()
     assert images.shape == (64, S, S, 1) and images.min() >= 0.0 and images.max() <= 1.0
     spread = images.std()
     assert spread > 0.15  # the entries differ ...
     neighbour_steps = np.abs(np.diff(images, axis=1)).mean()
     assert neighbour_steps < 0.5 * spread  # ... smoothly (independent pixels: about 1.1 x spread)
     vectors = build_model(
-        ModelConfig(**MLP, tie_embeddings=False, memory="learned", memory_size=64, memory_dim=256)
+        ModelConfig(**MLP, tie_embeddings=False, learned_memory_size=64, memory_dim=256), S
     ).learned_memory.numpy()
     assert abs(vectors.std() - 0.1) < 0.005 and abs(vectors.mean()) < 0.005
 
@@ -136,16 +135,17 @@ def test_a_learned_memory_starts_as_random_blobs_or_small_vectors():
 def _learned_run(mnist_dir, cache_dir, logdir, **model):
     return RunConfig(
         data=DataConfig(dataset="mnist", data_dir=mnist_dir, image_size=S, cache_dir=cache_dir),
-        episodes=EpisodeConfig(),
-        model=ModelConfig(**MLP, memory="learned", memory_size=M, **model),
-        train=TrainConfig(logdir=logdir, batch_size=B, seed=3),
+        episodes=EpisodeConfig(images_per_batch=B),
+        model=ModelConfig(**MLP, learned_memory_size=M, **model),
+        train=TrainConfig(logdir=logdir, seed=3),
+        task="learned",
     )
 
 
 def test_a_fresh_learned_memory_starts_from_distinct_training_images(mnist_dir, cache_dir, tmp_path):
     config = _learned_run(mnist_dir, cache_dir, str(tmp_path))
     task = tasks.build_task(config)
-    trainer = training.build_trainer(config, S, task)
+    trainer = training.build_trainer(config, task)
     trainer.start_memory_from_data()
     memory = trainer.model.learned_memory.numpy()[..., 0]
     train = mnist.load_splits(config.data)["train"]
@@ -158,7 +158,7 @@ def test_a_fresh_learned_memory_starts_from_distinct_training_images(mnist_dir, 
 
 def test_vector_entries_start_as_a_standardised_projection_of_training_images(mnist_dir, cache_dir, tmp_path):
     config = _learned_run(mnist_dir, cache_dir, str(tmp_path), tie_embeddings=False, memory_dim=64)
-    trainer = training.build_trainer(config, S, tasks.build_task(config))
+    trainer = training.build_trainer(config, tasks.build_task(config))
     model = trainer.model
     a, b, others = _images(1, 5), _images(1, 6), _images(M - 5, 7)
     entries = tf.concat([a, b, a + b, tf.zeros_like(a), a, others], axis=0)
@@ -174,7 +174,7 @@ def test_vector_entries_start_as_a_standardised_projection_of_training_images(mn
 
 def test_memory_init_random_keeps_the_random_start(mnist_dir, cache_dir, tmp_path):
     config = _learned_run(mnist_dir, cache_dir, str(tmp_path), memory_init="random")
-    trainer = training.build_trainer(config, S, tasks.build_task(config))
+    trainer = training.build_trainer(config, tasks.build_task(config))
     before = trainer.model.learned_memory.numpy()
     assert trainer.model.memory_from_data == 0
     trainer.start_memory_from_data()

@@ -18,7 +18,7 @@ from vma_tf.export import LOG_LIKELIHOOD_SEED, export_saved_model
 from vma_tf.models import REGISTRY, AddressedMemory, AttendingMemory, MemoryReader, build_model, context_for
 
 B, M, K, S, Z = 5, 7, 3, 26, 8
-SMALL = dict(image_size=S, latent_dim=Z, embed_dim=16, conv_channels=8, hidden_units=32)
+SMALL = dict(latent_dim=Z, embed_dim=16, conv_channels=8, hidden_units=32)
 
 
 def _images(count, seed):
@@ -27,7 +27,7 @@ def _images(count, seed):
 
 @pytest.fixture(scope="module", params=sorted(REGISTRY))
 def model(request):
-    return build_model(ModelConfig(name=request.param, **SMALL))
+    return build_model(ModelConfig(name=request.param, **SMALL), S)
 
 
 def _encoded(model, memory):
@@ -200,7 +200,7 @@ def test_the_export_round_trips_through_plain_tensorflow(model, tmp_path):
 
 @pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
 def vma(request):
-    return build_model(ModelConfig(**SMALL, tie_embeddings=request.param))
+    return build_model(ModelConfig(**SMALL, tie_embeddings=request.param), S)
 
 
 def test_vma_addressing_distributions_and_reads(vma):
@@ -266,7 +266,7 @@ def test_a_compact_memory_reads_what_the_full_encoding_holds(vma):
 
 def test_untied_model_has_a_second_embedding_net():
     def count(tie):
-        return sum(v.numpy().size for v in build_model(ModelConfig(**SMALL, tie_embeddings=tie)).trainable_variables)
+        return sum(v.numpy().size for v in build_model(ModelConfig(**SMALL, tie_embeddings=tie), S).trainable_variables)
 
     assert count(False) > count(True)
 
@@ -294,7 +294,7 @@ def test_a_z_head_whose_units_are_all_below_zero_still_learns():
 
 
 def test_soft_attention_reads_the_attention_weighted_mean_of_the_entries():
-    model = build_model(ModelConfig(name="soft_attention", **SMALL))
+    model = build_model(ModelConfig(name="soft_attention", **SMALL), S)
     memory = _images(M, 10)
     encoded = model.encode_context(memory)
     z = tf.random.stateless_normal([4, Z], [1, 2])
@@ -316,15 +316,17 @@ def test_each_model_class_checks_the_settings_it_reads():
     """Validation by capability (issue 29): the registry checks names, K and tasks; each class its own
     settings, before anything is built, in one UserInputError."""
     with pytest.raises(UserInputError, match="--gmn_attention must be one of"):
-        models.validate(ModelConfig(name="gmn", memory="sequence", gmn_attention="max"), num_samples=1)
+        models.validate(ModelConfig(name="gmn", gmn_attention="max"), 26, "sequence", num_samples=1)
     with pytest.raises(UserInputError, match="--gmn_hops and --gmn_prior_hops must be at least 1"):
-        build_model(ModelConfig(name="gmn", memory="sequence", gmn_hops=0))
+        build_model(ModelConfig(name="gmn", gmn_hops=0), 26)
     with pytest.raises(UserInputError, match=r"--model_arch=resnet \(GMN's nets\) takes 28x28 images"):
-        build_model(ModelConfig(name="gmn", memory="sequence", model_arch="resnet", image_size=26))
+        build_model(ModelConfig(name="gmn", model_arch="resnet"), 26)
     with pytest.raises(UserInputError, match=r"--prior must be one of \('learned', 'flat'\), got 'uniform'"):
-        models.validate(ModelConfig(prior="uniform"), num_samples=4)
+        models.validate(ModelConfig(prior="uniform"), 26, "few_shot", num_samples=4)
     with pytest.raises(UserInputError, match="--memory_dim .* needs --model_arch=mlp"):
-        models.validate(ModelConfig(memory="learned", memory_dim=8), num_samples=4)
+        models.validate(ModelConfig(learned_memory_size=16, memory_dim=8), 26, "learned", num_samples=4)
+    with pytest.raises(UserInputError, match=r"--task=recall but --model=gmn trains with \('sequence',\)"):
+        models.validate(ModelConfig(name="gmn"), 26, "recall", num_samples=1)
     with pytest.raises(UserInputError, match=r"--num_samples must be at least 2 for --model=vma \(VIMCO\)"):
-        models.validate(ModelConfig(), num_samples=1)
-    models.validate(ModelConfig(name="vae", memory="none", prior="uniform", gmn_hops=0), num_samples=1)  # not its own
+        models.validate(ModelConfig(), 26, "few_shot", num_samples=1)
+    models.validate(ModelConfig(name="vae", prior="uniform", gmn_hops=0), 26, "none", num_samples=1)  # not its own

@@ -38,13 +38,13 @@ def test_nonfinite_steps_are_skipped_and_counted_until_too_many_stop_the_run(dat
     clean_data = tasks.FewShotTask.training_data
 
     def poisoned_data(task):
-        image_size, dataset_from = clean_data(task)
+        dataset_from = clean_data(task)
 
         def poisoned_from(start):  # the dataset's batches are those of steps start + 1, start + 2, ...
             return dataset_from(start).enumerate(start + 1).map(lambda step, batch: batch._replace(
                 targets=tf.where(tf.reduce_any(step == poisoned_steps), float("nan"), batch.targets)))
 
-        return image_size, poisoned_from
+        return poisoned_from
 
     monkeypatch.setattr(tasks.FewShotTask, "training_data", poisoned_data)
     error = train_main_in_process([f"--data_dir={data_dir}", f"--cache_dir={cache_dir}", f"--logdir={tmp_path}",
@@ -345,7 +345,7 @@ def test_a_run_whose_checkpoints_are_all_damaged_is_refused_untouched(three_chec
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c.update(data=5), r'not a vma_tf run configuration \("data" is the number 5, not an object\)'),
     (lambda c: c["model"].update(latent_dim="16"), r'"model\.latent_dim" is the string "16", expected int'),
-    (lambda c: c["model"].update(image_size=28), r"gives image_size=28 but .*ckpt-3 was trained with image_size=26"),
+    (lambda c: c["data"].update(image_size=28), r"gives image_size=28 but .*ckpt-3 was trained with image_size=26"),
     (lambda c: c["model"].update(latent_dim=5), r"gives latent_dim=5 but .*ckpt-3 was trained with latent_dim=4"),
 ], ids=["section_not_an_object", "string_for_int", "image_size", "latent_dim"])
 def test_a_config_json_that_does_not_describe_the_checkpoint_is_named(edit, message, three_checkpoints, tmp_path):

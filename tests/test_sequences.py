@@ -24,9 +24,9 @@ def _sequences(size, seed=0):
 
 def _gmn(pseudo_input=True, arch="conv", size=26, attention="full", matching="paper"):
     return build_model(ModelConfig(
-        name="gmn", model_arch=arch, image_size=size, gmn_pseudo_input=pseudo_input, gmn_attention=attention,
-        gmn_matching=matching, **SMALL
-    ))
+        name="gmn", model_arch=arch, gmn_pseudo_input=pseudo_input, gmn_attention=attention, gmn_matching=matching,
+        **SMALL
+    ), size)
 
 
 def test_causal_visibility_shows_each_target_the_earlier_images_of_its_own_sequence():
@@ -164,11 +164,11 @@ def test_gmn_residual_nets_have_the_shapes_of_appendix_c():
         2, 28, 28, 1)
 
 
-@pytest.mark.parametrize("name", sorted(name for name in REGISTRY if "sequence" in REGISTRY[name].memories))
+@pytest.mark.parametrize("name", sorted(name for name in REGISTRY if "sequence" in REGISTRY[name].tasks))
 def test_a_target_never_reads_the_future(name):
     """x_t's log-weights, drawn with one seed for the whole batch, do not change when the images
     after t change."""
-    model = build_model(ModelConfig(name=name, image_size=26, **SMALL))
+    model = build_model(ModelConfig(name=name, **SMALL), 26)
     sequences = _sequences(26, seed=6).numpy()
     changed = sequences.copy()
     cut = 3  # positions >= cut of every sequence are redrawn
@@ -189,9 +189,9 @@ def test_a_target_never_reads_the_future(name):
 def test_the_sequence_task_scores_only_targets_that_see_enough_entries():
     run = RunConfig(
         DataConfig(), EpisodeConfig(sequence_length=LENGTH, sequences_per_batch=SEQUENCES),
-        ModelConfig(name="vma", memory="sequence", image_size=26, **SMALL), TrainConfig(logdir="unused"),
+        ModelConfig(name="vma", **SMALL), TrainConfig(logdir="unused"), task="sequence",
     )
-    model = build_model(run.model)
+    model = build_model(run.model, 26)
     sequences, labels = _sequences(26, seed=8), tf.zeros([SEQUENCES * LENGTH], tf.int32)
     episode = Episode(sequences, labels, sequences, labels, causal_visibility(SEQUENCES, LENGTH))
     _, bound, record = tasks.build_task(run).loss(model, episode, tf.constant([1, 2]))
@@ -203,7 +203,7 @@ def test_the_sequence_task_scores_only_targets_that_see_enough_entries():
 def test_attention_per_sequence_equals_the_batch_wide_mask(name):
     """A sequence batch's grouped mask [B, T] (each target attends over its own sequence) gives the
     log-weights, draws and diagnostics of the block-diagonal mask [B, S T] over the whole batch."""
-    model = build_model(ModelConfig(name=name, image_size=26, **SMALL))
+    model = build_model(ModelConfig(name=name, **SMALL), 26)
     sequences = _sequences(26, seed=9)
     first = model.min_context_size
     grouped = causal_visibility(SEQUENCES, LENGTH, first)
@@ -224,11 +224,11 @@ def test_attention_per_sequence_equals_the_batch_wide_mask(name):
         np.testing.assert_allclose(per_sequence.reads, within, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(name for name in REGISTRY if "sequence" in REGISTRY[name].memories))
+@pytest.mark.parametrize("name", sorted(name for name in REGISTRY if "sequence" in REGISTRY[name].tasks))
 def test_a_sequence_scored_against_itself_has_the_log_weights_of_separate_encodings(name):
     """log_weights_of_context (the nets run once over images that are targets and entries) equals
     log_weights_in_context with the same images passed as both."""
-    model = build_model(ModelConfig(name=name, image_size=26, **SMALL))
+    model = build_model(ModelConfig(name=name, **SMALL), 26)
     sequences = _sequences(26, seed=10)
     visible = causal_visibility(SEQUENCES, LENGTH)
     seed = tf.constant([5, 6])
@@ -313,10 +313,9 @@ def test_with_the_classes_first_the_loss_starts_at_position_c():
         DataConfig(),
         EpisodeConfig(sequence_length=LENGTH, sequences_per_batch=SEQUENCES, sequence_classes=classes,
                       sequence_classes_first=True),
-        ModelConfig(name="gmn", memory="sequence", image_size=26, gmn_pseudo_input=True, **SMALL),
-        TrainConfig(logdir="unused"),
+        ModelConfig(name="gmn", gmn_pseudo_input=True, **SMALL), TrainConfig(logdir="unused"), task="sequence",
     )
-    model = build_model(run.model)
+    model = build_model(run.model, 26)
     sequences, labels = _sequences(26, seed=8), tf.zeros([SEQUENCES * LENGTH], tf.int32)
     episode = Episode(sequences, labels, sequences, labels, causal_visibility(SEQUENCES, LENGTH))
     task = tasks.build_task(run)
@@ -332,7 +331,7 @@ def test_the_classes_first_need_a_position_left_to_score():
     run = RunConfig(
         DataConfig(dataset="omniglot"),
         EpisodeConfig(sequence_length=4, sequence_classes=4, sequence_classes_first=True),
-        ModelConfig(name="gmn", memory="sequence", **SMALL), TrainConfig(logdir="unused"),
+        ModelConfig(name="gmn", **SMALL), TrainConfig(logdir="unused"), task="sequence",
     )
     with pytest.raises(UserInputError, match="--sequence_classes_first leaves nothing to score"):
         tasks.build_task(run).validate()

@@ -51,12 +51,12 @@ def model_weights(logdir):
         (["--num_samples=1"], r"--num_samples must be at least 2 for --model=vma \(VIMCO\), got 1"),
         (["--model=vae", "--num_samples=0"], "--num_samples must be at least 1 for --model=vae, got 0"),
         (["--model=gmm"], r"--model must be one of \('vma', 'vae', 'soft_attention', 'gmn'\), got 'gmm'"),
-        (["--model=vae", "--memory=recall"],
-         r"--memory=recall but --model=vae trains with \('few_shot', 'none', 'sequence'\)"),
-        (["--model=gmn"], r"--memory=few_shot but --model=gmn trains with \('sequence',\)"),
-        (["--model=gmn", "--memory=sequence", "--model_arch=resnet"],
+        (["--model=vae", "--task=recall"],
+         r"--task=recall but --model=vae trains with \('few_shot', 'none', 'sequence'\)"),
+        (["--model=gmn"], r"--task=few_shot but --model=gmn trains with \('sequence',\)"),
+        (["--model=gmn", "--task=sequence", "--model_arch=resnet"],
          "--model_arch=resnet .* pass --image_size=28, got 26"),
-        (["--model=soft_attention", "--memory=learned"], "--memory=learned but --model=soft_attention trains with"),
+        (["--model=soft_attention", "--memory=learned"], "--task=learned but --model=soft_attention trains with"),
         (["--model=vae", "--model_arch=mlp"], r"--model_arch=mlp but --model=vae has nets for \('conv',\)"),
         (["--memory_per_class=0"], "--memory_per_class must be at least 1"),
         (["--learning_rate_boundaries=5", "--learning_rate_values=1e-4,1e-5"],
@@ -71,12 +71,15 @@ def model_weights(logdir):
         (["--latent_dim=-1"], "--latent_dim must be positive, got -1"),
         (["--clip_global_norm=-1"], "--clip_global_norm and --max_nonfinite_steps must be non-negative"),
         (["--mlp_units=256,x"], "--mlp_units takes comma-separated integers"),
-        (["--dataset=mnist", "--image_size=28"], "--memory=few_shot needs labelled classes"),
-        (["--memory=recall", "--memory_dim=8"], "--memory_dim .* needs --memory=learned"),
-        (["--memory=learned", "--memory_dim=-1"], "--memory_dim must not be negative"),
-        (["--memory=learned", "--memory_dim=8"], "--memory_dim .* needs --model_arch=mlp"),
-        (["--memory=learned", "--memory_dim=8", "--model_arch=mlp"], "need --tie_embeddings=false"),
-        (["--memory=recall", "--memory_size=30000"], "--memory_size=30000 but the training split has 29580 images"),
+        (["--dataset=mnist", "--image_size=28"], "--task=few_shot needs labelled classes"),
+        (["--task=recall", "--memory_dim=8"], "--memory_dim .* needs --task=learned"),
+        (["--task=learned", "--memory_dim=-1"], "--memory_dim and --memory_size must not be negative"),
+        (["--task=learned", "--memory_dim=8"], "--memory_dim .* needs --model_arch=mlp"),
+        (["--task=learned", "--memory_dim=8", "--model_arch=mlp"], "need --tie_embeddings=false"),
+        (["--task=learned", "--memory_size=0"], "--task=learned needs a learned memory: pass a positive --memory_size"),
+        (["--task=recall", "--memory_size=0"], "--memory_size must be positive, got 0"),
+        (["--task=recall", "--batch_size=0"], "--batch_size must be positive, got 0"),
+        (["--task=recall", "--memory_size=30000"], "--memory_size=30000 but the training split has 29580 images"),
         (["--image_summary_every=0"], "--image_summary_every must be positive, got 0"),
         (["--max_checkpoints=0"], "--max_checkpoints must be positive, got 0"),
         (["--seed=-1"], r"--seed must lie in 0\.\.2\*\*31-1 \(stateless seeds are int32\), got -1"),
@@ -90,7 +93,7 @@ def model_weights(logdir):
         (["--latent_dim=10000000"], r"training needs at least [\d,.]+ GiB \([\d,.]+ GiB of weights with their "
                                     r"gradients and Adam's slots\) but this host has"),
         (["--conv_channels=100000"], "GiB of weights with their gradients and Adam's slots"),
-        (["--memory=learned", "--memory_size=100000000"], "GiB of weights with their gradients and Adam's slots"),
+        (["--task=learned", "--memory_size=100000000"], "GiB of weights with their gradients and Adam's slots"),
         (["--num_samples=10000000"], r"and a [\d,.]+ GiB tensor in \w+\) but this host has"),
     ],
 )
@@ -101,6 +104,12 @@ def test_bad_input_ends_with_one_line_error(flags, message, data_dir, cache_dir,
     error = train_main_in_process(args)
     assert "\n" not in error and error.startswith("train.py: error: ") and re.search(message, error), error
     assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
+
+
+def test_every_task_the_flags_name_has_a_class():
+    from vma_tf import config, tasks
+
+    assert tuple(tasks.TASK_CLASSES) == config.TASKS
 
 
 def test_an_allocation_that_fails_after_the_estimate_ends_in_one_line(monkeypatch):
@@ -124,11 +133,11 @@ def test_the_memory_estimate_counts_every_variable_four_times_and_the_decoders_o
 
     config = run_config_from_flagfile("smoke.flags", num_samples=3, classes_per_batch=2, targets_per_class=2,
                                       memory_per_class=2)
-    model_config = dataclasses.replace(config.model, image_size=26)
-    eager = models.build_model(model_config)
-    assert training.least_weight_bytes(model_config) == 4 * 4 * sum(int(np.prod(v.shape)) for v in eager.variables)
+    eager = models.build_model(config.model, 26)
+    weights = 4 * 4 * sum(int(np.prod(v.shape)) for v in eager.variables)
+    assert training.least_weight_bytes(config.model, config.data.image_size) == weights
     task = tasks.build_task(config)
-    trainer = training.build_trainer(config, 26, task)
+    trainer = training.build_trainer(config, task)
     batch = Episode(tf.TensorSpec([4, 26, 26, 1]), tf.TensorSpec([4], tf.int32), tf.TensorSpec([4, 26, 26, 1]),
                     tf.TensorSpec([4], tf.int32))
     largest, layer = training.largest_tensor(trainer.train_step.get_concrete_function(batch).graph)
@@ -266,10 +275,10 @@ def test_the_learning_rate_schedule_changes_at_its_steps_and_resumes_on_them(tmp
             trainer.train_step(_batch(step))
         return used
 
-    trainer = training.build_trainer(config, 26, tasks.build_task(config))
+    trainer = training.build_trainer(config, tasks.build_task(config))
     assert trainer.optimizer.beta_2 == 0.99 and trainer.optimizer.epsilon == 1e-8
     np.testing.assert_allclose(rates(trainer, range(3)), expected[:3], rtol=1e-6)
     trainer.save(3)
-    resumed = training.build_trainer(config, 26, tasks.build_task(config))
+    resumed = training.build_trainer(config, tasks.build_task(config))
     assert resumed.restore() == 3
     np.testing.assert_allclose(rates(resumed, range(3, 6)), expected[3:], rtol=1e-6)

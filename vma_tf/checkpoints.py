@@ -19,7 +19,7 @@ import tensorflow as tf
 from tensorflow.python.checkpoint import checkpoint_management
 
 from vma_tf import files
-from vma_tf.config import ModelConfig, RunConfig
+from vma_tf.config import RunConfig, upgraded_run_fields
 from vma_tf.errors import UserInputError
 from vma_tf.models import build_model
 
@@ -154,20 +154,31 @@ def read_run_config(logdir: str) -> RunConfig:
         raise UserInputError(f"{path} is not a vma_tf run configuration ({e})") from e
 
 
-def model_config_variable(config: ModelConfig) -> tf.Variable:
-    """`config` as a JSON string variable, to be saved in every checkpoint under "model_config"."""
-    return tf.Variable(json.dumps(dataclasses.asdict(config), sort_keys=True), trainable=False, name="model_config")
+def model_description(config: RunConfig) -> dict:
+    """What a run's model weights are built from: its ModelConfig's fields and "image_size"."""
+    return {**dataclasses.asdict(config.model), "image_size": config.data.image_size}
 
 
-def require_trained_model(prefix: str, config: ModelConfig, described_by: str) -> None:
-    """Raises UserInputError naming the first field where `config` (from `described_by`, a file or
-    the flags) differs from the model configuration stored in checkpoint `prefix`. Checkpoints from
-    before it was stored are checked by their variables' shapes when restored."""
+def model_config_variable(config: RunConfig) -> tf.Variable:
+    """The run's `model_description` as a JSON string variable, saved in every checkpoint under
+    "model_config"."""
+    return tf.Variable(json.dumps(model_description(config), sort_keys=True), trainable=False, name="model_config")
+
+
+def require_trained_model(prefix: str, config: RunConfig, described_by: str) -> None:
+    """Raises UserInputError naming the first field where the model of `config` (from
+    `described_by`, a file or the flags) differs from the model description stored in checkpoint
+    `prefix`. Checkpoints from before it was stored are checked by their variables' shapes when
+    restored."""
     reader = tf.train.load_checkpoint(prefix)
     if not reader.has_tensor(MODEL_CONFIG_KEY):
         return
-    trained = json.loads(reader.get_tensor(MODEL_CONFIG_KEY).decode())
-    change = first_change(trained, json.loads(json.dumps(dataclasses.asdict(config))), RESUMABLE_SETTINGS["model"])
+    stored = json.loads(reader.get_tensor(MODEL_CONFIG_KEY).decode())
+    # A checkpoint of an earlier version holds some model fields in their earlier places.
+    trained = upgraded_run_fields({"model": stored})["model"]
+    if "image_size" in stored:
+        trained["image_size"] = stored["image_size"]
+    change = first_change(trained, json.loads(json.dumps(model_description(config))), RESUMABLE_SETTINGS["model"])
     if change:
         name, old, new = change
         raise UserInputError(f"{described_by} gives {name}={new!r} but {prefix} was trained with {name}={old!r}")
@@ -200,7 +211,7 @@ def restore_model(logdir: str) -> tuple[RunConfig, keras.Model, int]:
     described_by = os.path.join(logdir, CONFIG_FILE)
     # Evaluation runs in float32 whatever the training precision: the weights are float32 anyway.
     keras.mixed_precision.set_global_policy("float32")
-    model = build_model(config.model)
+    model = build_model(config.model, config.data.image_size)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     # A run that is training may rotate the chosen checkpoint out before it is read: then the newest
     # one is chosen again.
@@ -209,7 +220,7 @@ def restore_model(logdir: str) -> tuple[RunConfig, keras.Model, int]:
         if latest is None:
             raise UserInputError(f"no checkpoint in {checkpoint_dir(logdir)} reads back whole")
         try:
-            require_trained_model(latest, config.model, described_by)
+            require_trained_model(latest, config, described_by)
             restore(tf.train.Checkpoint(model=model, step=step), latest, described_by)
             return config, model, int(step.numpy())
         except tf.errors.NotFoundError:
@@ -237,18 +248,27 @@ def check_compatible(config: RunConfig) -> None:
         return
     if not os.path.isfile(os.path.join(logdir, CONFIG_FILE)):
         raise UserInputError(f"{logdir} holds checkpoints but no {CONFIG_FILE}; use another --logdir")
-    stored = read_run_config(logdir)
-    for section in dataclasses.fields(stored):
-        change = first_change(dataclasses.asdict(getattr(stored, section.name)),
-                              dataclasses.asdict(getattr(config, section.name)),
-                              RESUMABLE_SETTINGS.get(section.name, ()))
+    stored, given = dataclasses.asdict(read_run_config(logdir)), dataclasses.asdict(config)
+    for section in stored:
+        if isinstance(stored[section], dict):
+            change = first_change(stored[section], given[section], RESUMABLE_SETTINGS.get(section, ()))
+        else:
+            change = first_change(stored, {section: given[section]}, ())
         if change:
             name, old, new = change
-            flag = "model" if (section.name, name) == ("model", "name") else name
+            flag = _FLAG_OF_FIELD.get((section, name), name)
             raise UserInputError(
                 f"--{flag}={_flag_value(new)} but the checkpoint in {logdir} was trained with "
                 f"--{flag}={_flag_value(old)}; use another --logdir or the same setting"
             )
+
+
+# The train.py flags that set config fields of another name.
+_FLAG_OF_FIELD = {
+    ("model", "name"): "model",
+    ("episodes", "recall_memory_size"): "memory_size",
+    ("model", "learned_memory_size"): "memory_size",
+}
 
 
 def _flag_value(value) -> str:

@@ -38,6 +38,8 @@ class EpisodeConfig:
     few_shot: targets and a memory of other images of the same classes. The batch holds
     classes_per_batch * targets_per_class targets; the memory holds
     (classes_per_batch + confounding_classes) * memory_per_class images.
+    recall, learned, none: images_per_batch targets; recall_memory_size random training images
+    in each recall memory, the targets drawn from them.
     sequence: sequences_per_batch sequences of sequence_length images, each from
     sequence_classes classes (the GMN paper's C_train); x_t reads x_<t. sequence_sampling:
     "distinct" (distinct classes, and no drawing twice in a sequence) or "with_replacement" (the
@@ -56,26 +58,29 @@ class EpisodeConfig:
     sequence_classes: int = 2
     sequence_sampling: str = "distinct"
     sequence_classes_first: bool = False
+    images_per_batch: int = 32
+    recall_memory_size: int = 256
 
     @property
-    def batch_size(self) -> int:
+    def few_shot_batch_size(self) -> int:
         return self.classes_per_batch * self.targets_per_class
 
     @property
-    def memory_size(self) -> int:
+    def few_shot_memory_size(self) -> int:
         return (self.classes_per_batch + self.confounding_classes) * self.memory_per_class
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The model (a name in `vma_tf.models.REGISTRY`), its nets and where its memory comes from.
+    """The model (a name in `vma_tf.models.REGISTRY`) and its nets; the images they take are
+    DataConfig.image_size, and the task (RunConfig.task) says where a read memory comes from.
 
     name: "vma" (Variational Memory Addressing), "vae" (no memory), "soft_attention" (a memory
       read by attention on z) or "gmn" (Generative Matching Networks). The baselines share VMA's
-      conv nets: they read model_arch (conv only), image_size, latent_dim, embed_dim
-      (soft_attention), conv_channels, hidden_units, memory and memory_size. GMN reads latent_dim,
-      embed_dim (its matching space), hidden_units (its controllers' state and heads),
-      conv_channels (model_arch conv) and the gmn_ fields. The other fields are VMA's.
+      conv nets: they read model_arch (conv only), latent_dim, embed_dim (soft_attention),
+      conv_channels and hidden_units. GMN reads latent_dim, embed_dim (its matching space),
+      hidden_units (its controllers' state and heads), conv_channels (model_arch conv) and the
+      gmn_ fields. The other fields are VMA's.
     model_arch: "conv" (VMA paper section 4.2), "mlp" (section 4.1) or "resnet" (GMN's appendix C).
     conv_channels: feature maps of every 3x3 conv layer (the paper: 48 or 64).
     hidden_units: width of the one hidden layer of each conv model's MLP head.
@@ -83,15 +88,11 @@ class ModelConfig:
     prior: "learned" (p(a) from a learned query e_p) or "flat" (1/|M|).
     tie_embeddings: use one embedding net for memory and query (h_q = h); needs memory entries
       shaped like images.
-    memory: the task, i.e. where the memory comes from: "few_shot" (other images of the
-      targets' classes, drawn every step), "recall" (memory_size random training images every
-      step; the targets are drawn from them), "learned" (memory_size trainable entries, no
-      weight decay), "none" (batches of images without a memory) or "sequence" (sequences whose
-      every image reads the ones before it).
-    memory_size: |M| of "recall" and "learned"; "sequence": each x_t of a sequence reads x_<t.
-    memory_dim: "learned" only: 0 for entries shaped like images, or the size of vector entries
-      (the MLP model only; the paper's MNIST runs: 256).
-    memory_init: "learned" only: how a fresh run's entries start. "data": memory_size random
+    learned_memory_size: |M| of the model's own trainable memory (no weight decay), which it
+      reads in place of a memory from the data (task "learned"); 0: none.
+    memory_dim: learned memory only: 0 for entries shaped like images, or the size of vector
+      entries (the MLP model only; the paper's MNIST runs: 256).
+    memory_init: learned memory only: how a fresh run's entries start. "data": random
       training images; vector entries a fixed random projection of them, standardised (issue 31:
       entries that differ as the data do let q(a|x) specialise whatever the seed or the CPU).
       "random": random blobs (images) or N(0, 0.1^2) (vectors), which leave the memory unused or
@@ -107,7 +108,6 @@ class ModelConfig:
 
     name: str = "vma"
     model_arch: str = "conv"
-    image_size: int = 26
     latent_dim: int = 64
     embed_dim: int = 128
     conv_channels: int = 48
@@ -115,8 +115,7 @@ class ModelConfig:
     mlp_units: tuple[int, ...] = (256, 128)
     prior: str = "learned"
     tie_embeddings: bool = True
-    memory: str = "few_shot"
-    memory_size: int = 256
+    learned_memory_size: int = 0
     memory_dim: int = 0
     memory_init: str = "data"
     gmn_pseudo_input: bool = True
@@ -137,8 +136,6 @@ class TrainConfig:
 
     clip_global_norm: clip the gradient to this global norm (0: off). A step whose loss or
     gradient is not finite is skipped; max_nonfinite_steps in a row stop the run (0: never).
-    batch_size: targets per step with a "recall" or "learned" memory (few-shot episodes set
-      their own: classes x targets per class).
     weight_decay: L2 coefficient on every trainable variable but a learned memory.
     strategy: "default" (one device), "mirrored" (every local GPU, or CPU device, one replica
       each) or "multi_worker" (hosts described by TF_CONFIG); each batch's targets are split
@@ -154,7 +151,6 @@ class TrainConfig:
 
     logdir: str = "runs/vma"
     steps: int = 100_000
-    batch_size: int = 32
     seed: int = 0
     num_samples: int = 4
     vimco_baseline: str = "geometric"
@@ -184,8 +180,8 @@ class EvalConfig:
     num_importance_samples: K of every likelihood bound. pairs_per_call: sample-target pairs
     per model call: it sets the peak memory (~0.5 GB at 26x26 with 48 maps) whatever K and the
     number of targets are; exports use it too. num_episodes: `nll` test batches, shaped like the training
-    batches; memory_size: with a "recall" run, the test images in each of their memories
-    (0: the run's |M|). classes, shots, num_sequences: the `conditional` table (C, n, and sequences of
+    batches; recall_memory_size: with a "recall" run, the test images in each of their memories
+    (0: the run's). classes, shots, num_sequences: the `conditional` table (C, n, and sequences of
     20 images per C). sweep_classes, sweep_fixed_shots: `memory_sweep` A; sweep_shots: B, with
     every test class in memory; sweep_memories draws of sweep_targets targets per point (A:
     drawings of one class per draw; B: one drawing of each of that many classes);
@@ -203,7 +199,7 @@ class EvalConfig:
     num_importance_samples: int = 1000
     pairs_per_call: int = 4000
     num_episodes: int = 32
-    memory_size: int = 0
+    recall_memory_size: int = 0
     classes: tuple[int, ...] = (1, 2, 4, 16)
     shots: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 10, 19)
     num_sequences: int = 100
@@ -224,14 +220,25 @@ class EvalConfig:
     samples_per_row: int = 10
 
 
+TASKS = ("few_shot", "recall", "learned", "none", "sequence")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines a training run; stored as `logdir/config.json`."""
+    """Everything that defines a training run; stored as `logdir/config.json`.
+
+    task: where the memory comes from, one of TASKS (each a class in `vma_tf.tasks`):
+      "few_shot" (other images of the targets' classes, drawn every step), "recall" (random
+      training images every step; the targets are drawn from them), "learned" (the model's own
+      trainable memory), "none" (batches of images without a memory) or "sequence" (sequences
+      whose every image reads the ones before it).
+    """
 
     data: DataConfig
     episodes: EpisodeConfig
     model: ModelConfig
     train: TrainConfig
+    task: str = "few_shot"
 
     @classmethod
     def from_flagfile(cls, path: str, **overrides) -> RunConfig:
@@ -245,12 +252,21 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values: dict) -> RunConfig:
         """The inverse of `dataclasses.asdict`, for reading `config.json`. A missing field takes its
-        default (files from older versions); a field of the wrong type or an unknown one raises
-        ValueError naming it."""
+        default and a field of earlier versions is read into its current place
+        (`upgraded_run_fields`); a field of the wrong type or an unknown one raises ValueError
+        naming it."""
         sections = {"data": DataConfig, "episodes": EpisodeConfig, "model": ModelConfig, "train": TrainConfig}
         if not isinstance(values, dict):
             raise ValueError("not a JSON object")
-        return cls(**{name: _section(name, section, values.get(name)) for name, section in sections.items()})
+        values = upgraded_run_fields(values)
+        task = values.get("task", cls.task)
+        if not isinstance(task, str):
+            raise ValueError(f'"task" is {json_name(task)}, expected str')
+        unknown = sorted(set(values) - {*sections, "task"})
+        if unknown:
+            raise ValueError(f'unknown field "{unknown[0]}"')
+        return cls(task=task, **{name: _section(name, section, values.get(name))
+                                 for name, section in sections.items()})
 
 
 # The JSON values each annotated field type of the config dataclasses accepts (bool is not an int here).
@@ -266,10 +282,40 @@ _JSON_TYPES = {
 }
 
 
-# Fields that config.json files of earlier versions hold and that no longer exist: read and dropped.
-_RETIRED_FIELDS = {
-    "train": ("poison_steps",),  # a test hook until 2026-11-30; tests now wrap the dataset
+# Fields of the config.json files of earlier versions, as (section, field): each is moved to its
+# current (section, field), or dropped where the target is None. Applied by `upgraded_run_fields`.
+_MOVED_FIELDS = {
+    ("train", "poison_steps"): None,  # a test hook until 2026-11-30; tests now wrap the dataset
+    # Up to main cf7e054 (2026-11-30) the model config held the task, its image size and one |M|
+    # for both the recall task and a learned memory, and the train config the size of the recall
+    # and image batches. tests/test_legacy_runs.py reads logdirs that main wrote.
+    ("model", "memory"): (None, "task"),
+    ("model", "image_size"): None,  # DataConfig.image_size, which it always equalled
+    ("model", "memory_size"): ("episodes", "recall_memory_size"),
+    ("train", "batch_size"): ("episodes", "images_per_batch"),
 }
+
+
+def upgraded_run_fields(values: dict) -> dict:
+    """A copy of a config.json object (or of one of its sections: then pass {name: section})
+    with the fields of earlier versions moved to their current places (`_MOVED_FIELDS`), and the
+    learned-memory size that an earlier "memory": "learned" model held in "memory_size"."""
+    upgraded = {name: dict(section) if isinstance(section, dict) else section for name, section in values.items()}
+    model = values.get("model")
+    if isinstance(model, dict) and model.get("memory") == "learned":
+        upgraded["model"]["learned_memory_size"] = model.get("memory_size", EpisodeConfig.recall_memory_size)
+    for (section, name), target in _MOVED_FIELDS.items():
+        if not isinstance(upgraded.get(section), dict) or name not in upgraded[section]:
+            continue
+        value = upgraded[section].pop(name)
+        if target is None:
+            continue
+        into, field = target
+        if into is None:
+            upgraded.setdefault(field, value)
+        elif into in upgraded:
+            upgraded[into].setdefault(field, value)
+    return upgraded
 
 
 def _section(name: str, section: type, raw: object):
@@ -279,8 +325,6 @@ def _section(name: str, section: type, raw: object):
     fields = {field.name: field for field in dataclasses.fields(section)}
     values = {}
     for key, value in raw.items():
-        if key in _RETIRED_FIELDS.get(name, ()):
-            continue
         if key not in fields:
             raise ValueError(f'unknown field "{name}.{key}"')
         if not _JSON_TYPES[fields[key].type](value):

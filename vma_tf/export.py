@@ -260,4 +260,4 @@ def export_run(logdir: str) -> str:
     Only reads the checkpoints. Returns the SavedModel's path.
     """
     config, model, _ = checkpoints.restore_model(logdir)
-    return export_saved_model(model, config.model.image_size, os.path.join(logdir, SAVED_MODEL_DIR))
+    return export_saved_model(model, config.data.image_size, os.path.join(logdir, SAVED_MODEL_DIR))

@@ -21,14 +21,14 @@ EVAL_FOLDER = "eval"
 
 
 def write_run_config(config: RunConfig, step: int) -> None:
-    """Into the default writer: the run's configuration as hparams (section.field: value, lists as
-    text) and as a JSON text panel "config"."""
+    """Into the default writer: the run's configuration as hparams (section.field: value, and
+    "task"; lists as text) and as a JSON text panel "config"."""
     values = {}
     for section, fields in dataclasses.asdict(config).items():
-        for name, value in fields.items():
+        for name, value in fields.items() if isinstance(fields, dict) else [(None, fields)]:
             if isinstance(value, (list, tuple)):
                 value = ",".join(str(v) for v in value)
-            values[f"{section}.{name}"] = "" if value is None else value
+            values[section if name is None else f"{section}.{name}"] = "" if value is None else value
     hparams_api.hparams(values, trial_id=config.train.logdir)
     tf.summary.text("config", "```\n" + json.dumps(dataclasses.asdict(config), indent=1) + "\n```", step=step)
 

@@ -1,10 +1,10 @@
 """Tasks: the data protocols a model is trained and tested with. A task owns its inputs (the
 training batches, the test batches of `eval.py --mode=nll`) and its loss; the trainer and the
-evaluation modes know neither. `ModelConfig.memory` names the task:
+evaluation modes know neither. `RunConfig.task` names the task:
 
     few_shot  targets, and a memory of other drawings of their classes (Omniglot)
     recall    a memory of random images, the targets drawn from it (paper section 4.1)
-    learned   batches of images; the model reads its own trained memory
+    learned   batches of images; the model reads its own trained memory (ModelConfig.learned_memory_size)
     none      batches of images without a memory
     sequence  sequences of images from a few classes; each image reads the ones before it
 
@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from vma_tf import objectives
-from vma_tf.config import SEQUENCE_SAMPLINGS, DataConfig, EvalConfig, RunConfig
+from vma_tf.config import SEQUENCE_SAMPLINGS, TASKS, DataConfig, EvalConfig, RunConfig
 from vma_tf.data import episodes, flat_images, labelled
 from vma_tf.data.episodes import Episode
 from vma_tf.data.omniglot import CharacterSet
@@ -38,6 +38,9 @@ class Task(abc.ABC):
     # Whether each target is itself an entry of its batch's memory (recall): then eval reports
     # how often the model's most probable entry is the target's own.
     targets_in_memory = False
+    # Whether the model reads a memory of its own (ModelConfig.learned_memory_size > 0) in place
+    # of one from the data.
+    reads_learned_memory = False
 
     def __init__(self, run: RunConfig):
         self.run = run
@@ -48,20 +51,24 @@ class Task(abc.ABC):
         return _IMAGE_GRID_COLUMNS, _IMAGE_GRID_COLUMNS
 
     def validate(self) -> None:
-        """Raises UserInputError when the run's data cannot serve this task; reads no data. Any
-        data serves a task that does not say otherwise."""
-        return None
+        """Raises UserInputError when the run's data or settings cannot serve this task; reads no
+        data. Subclasses add their checks to this one's."""
+        learned = self.run.model.learned_memory_size
+        if self.reads_learned_memory and not learned:
+            raise UserInputError(f"--task={self.run.task} needs a learned memory: pass a positive --memory_size")
+        if learned and not self.reads_learned_memory:
+            raise UserInputError(f"a learned memory of {learned} entries needs --task=learned, not {self.run.task}")
 
     @abc.abstractmethod
-    def training_data(self) -> tuple[int, Callable[[int], tf.data.Dataset]]:
-        """Loads the training split; returns its image size and the dataset of the Episodes of the
-        training steps from a given one on."""
+    def training_data(self) -> Callable[[int], tf.data.Dataset]:
+        """Loads the training split; returns the dataset of the Episodes of the training steps from
+        a given one on."""
         raise NotImplementedError
 
     def training_images(self, count: int, seed: int) -> tf.Tensor:
         """`count` distinct random training images, float32 [count, S, S, 1], a function of `seed`:
         where a learned memory starts."""
-        raise UserInputError(f"--memory={self.run.model.memory} has no training images to start a memory from")
+        raise UserInputError(f"--task={self.run.task} has no training images to start a memory from")
 
     @abc.abstractmethod
     def test_batches(
@@ -124,17 +131,18 @@ class FewShotTask(Task):
         return shape.targets_per_class, shape.memory_per_class
 
     def validate(self) -> None:
+        super().validate()
         if not labelled.has_classes(self.run.data.dataset):
             raise UserInputError(
-                f"--memory=few_shot needs labelled classes: use --dataset={'|'.join(labelled.LOADERS)}, or "
-                "--memory=recall|learned"
+                f"--task=few_shot needs labelled classes: use --dataset={'|'.join(labelled.LOADERS)}, or "
+                "--task=recall|learned"
             )
 
-    def training_data(self) -> tuple[int, Callable[[int], tf.data.Dataset]]:
+    def training_data(self) -> Callable[[int], tf.data.Dataset]:
         characters = labelled.load_splits(self.run.data)["train"]
         episodes.validate(characters, self.run.episodes)
         seed = self.run.train.seed
-        return characters.image_size, lambda start: episodes.episode_dataset(
+        return lambda start: episodes.episode_dataset(
             characters, self.run.episodes, seed, start_step=start
         )
 
@@ -166,10 +174,11 @@ class SequenceTask(Task):
         return self.run.episodes.sequence_length, self.run.episodes.sequence_length
 
     def validate(self) -> None:
+        super().validate()
         shape = self.run.episodes
         if not labelled.has_classes(self.run.data.dataset):
             raise UserInputError(
-                f"--memory=sequence needs labelled classes: use --dataset={'|'.join(labelled.LOADERS)}"
+                f"--task=sequence needs labelled classes: use --dataset={'|'.join(labelled.LOADERS)}"
             )
         if min(shape.sequence_length, shape.sequences_per_batch, shape.sequence_classes) < 1:
             raise UserInputError("--sequence_length, --sequences_per_batch and --sequence_classes must be at least 1")
@@ -207,11 +216,11 @@ class SequenceTask(Task):
                 f"{characters.images_per_class}"
             )
 
-    def training_data(self) -> tuple[int, Callable[[int], tf.data.Dataset]]:
+    def training_data(self) -> Callable[[int], tf.data.Dataset]:
         characters = labelled.load_splits(self.run.data)["train"]
         self._check(characters, "training")
         seed = self.run.train.seed
-        return characters.image_size, lambda start: episodes.sequence_dataset(
+        return lambda start: episodes.sequence_dataset(
             characters, self.run.episodes, seed, start_step=start
         )
 
@@ -237,41 +246,76 @@ class SequenceTask(Task):
         )
 
 
-class RecallTask(Task):
-    """Train to recall (paper section 4.1, Figure 2A): memory_size random images, the targets
-    drawn from them."""
+class ImageBatchTask(Task):
+    """Batches of images without a memory from the data (task "none")."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.run.episodes.images_per_batch < 1:
+            raise UserInputError(f"--batch_size must be positive, got {self.run.episodes.images_per_batch}")
+
+    def training_data(self) -> Callable[[int], tf.data.Dataset]:
+        train_images = flat_images.load_splits(self.run.data)["train"]
+        shape, seed = self.run.episodes, self.run.train.seed
+        return lambda start: flat_images.batch_dataset(
+            train_images, self.memory_size, shape.images_per_batch, seed, start_step=start
+        )
+
+    @property
+    def memory_size(self) -> int:
+        """The random training images in each batch's memory (0: none)."""
+        return 0
+
+    def test_batches(self, test, config, seed_of):
+        # Distinct random test images, batch by batch: every image at most once.
+        pixels = flat_images.flattened(test)
+        order = np.random.default_rng(np.asarray(seed_of(0)).view(np.uint32)).permutation(len(pixels))
+        batch_size = self.run.episodes.images_per_batch
+        chunks = [order[start : start + batch_size] for start in range(0, len(pixels), batch_size)]
+        batches = [
+            Episode(tf.constant(pixels[chunk, ..., None], tf.float32), tf.constant(chunk, tf.int32), None, None)
+            for chunk in chunks[: config.num_episodes]
+        ]
+        return batches, self.memory_description
+
+    @property
+    def memory_description(self) -> str:
+        """The test batches' memory, as eval.py reports it."""
+        return "none"
+
+
+class RecallTask(ImageBatchTask):
+    """Train to recall (paper section 4.1, Figure 2A): recall_memory_size random images, the
+    targets drawn from them."""
 
     targets_in_memory = True
 
-    def training_data(self) -> tuple[int, Callable[[int], tf.data.Dataset]]:
-        train_images = flat_images.load_splits(self.run.data)["train"]
-        model, train = self.run.model, self.run.train
-        return train_images.shape[1], lambda start: flat_images.batch_dataset(
-            train_images, model.memory_size, train.batch_size, train.seed, start_step=start
-        )
+    def validate(self) -> None:
+        super().validate()
+        if self.memory_size < 1:
+            raise UserInputError(f"--memory_size must be positive, got {self.memory_size}")
+
+    @property
+    def memory_size(self) -> int:
+        return self.run.episodes.recall_memory_size
 
     def test_batches(self, test, config, seed_of):
         pixels = flat_images.flattened(test)
-        memory_size = config.memory_size or self.run.model.memory_size
+        memory_size = config.recall_memory_size or self.memory_size
         if memory_size > len(pixels):
-            raise UserInputError(f"--memory_size={memory_size} but the test split has {len(pixels)} images")
+            raise UserInputError(f"a recall memory of {memory_size} test images, but the test split has {len(pixels)}")
         pixels = tf.constant(pixels)
         batches = [
-            flat_images.sample_recall_episode(pixels, memory_size, self.run.train.batch_size, seed_of(index))
+            flat_images.sample_recall_episode(pixels, memory_size, self.run.episodes.images_per_batch, seed_of(index))
             for index in range(config.num_episodes)
         ]
         return batches, f"{memory_size} random test images; the targets are drawn from them"
 
 
-class ImageBatchTask(Task):
-    """Batches of images without a memory from the data: the model reads its learned memory, or none."""
+class LearnedMemoryTask(ImageBatchTask):
+    """Batches of images without a memory from the data: the model reads its learned memory."""
 
-    def training_data(self) -> tuple[int, Callable[[int], tf.data.Dataset]]:
-        train_images = flat_images.load_splits(self.run.data)["train"]
-        train = self.run.train
-        return train_images.shape[1], lambda start: flat_images.batch_dataset(
-            train_images, 0, train.batch_size, train.seed, start_step=start
-        )
+    reads_learned_memory = True
 
     def training_images(self, count, seed):
         train_images = flat_images.load_splits(self.run.data)["train"]
@@ -280,35 +324,25 @@ class ImageBatchTask(Task):
         chosen = np.random.default_rng([seed, _MEMORY_IMAGES_STREAM]).choice(len(train_images), count, replace=False)
         return tf.constant(train_images[chosen, ..., None], tf.float32)
 
-    def test_batches(self, test, config, seed_of):
-        # Distinct random test images, batch by batch: every image at most once.
-        pixels = flat_images.flattened(test)
-        order = np.random.default_rng(np.asarray(seed_of(0)).view(np.uint32)).permutation(len(pixels))
-        batch_size = self.run.train.batch_size
-        chunks = [order[start : start + batch_size] for start in range(0, len(pixels), batch_size)]
-        batches = [
-            Episode(tf.constant(pixels[chunk, ..., None], tf.float32), tf.constant(chunk, tf.int32), None, None)
-            for chunk in chunks[: config.num_episodes]
-        ]
-        memory = self.run.model.memory
-        return batches, (f"the learned memory ({self.run.model.memory_size} entries)" if memory == "learned"
-                         else "none")
+    @property
+    def memory_description(self) -> str:
+        return f"the learned memory ({self.run.model.learned_memory_size} entries)"
 
 
-TASKS: dict[str, type[Task]] = {
+TASK_CLASSES: dict[str, type[Task]] = {
     "few_shot": FewShotTask,
     "recall": RecallTask,
-    "learned": ImageBatchTask,
+    "learned": LearnedMemoryTask,
     "none": ImageBatchTask,
     "sequence": SequenceTask,
 }
 
 
 def build_task(run: RunConfig) -> Task:
-    """The task `run.model.memory` names; UserInputError for an unknown one."""
-    if run.model.memory not in TASKS:
-        raise UserInputError(f"--memory must be one of {tuple(TASKS)}, got {run.model.memory!r}")
-    return TASKS[run.model.memory](run)
+    """The task `run.task` names; UserInputError for an unknown one."""
+    if run.task not in TASK_CLASSES:
+        raise UserInputError(f"--task must be one of {TASKS}, got {run.task!r}")
+    return TASK_CLASSES[run.task](run)
 
 
 def load_test_split(data: DataConfig) -> CharacterSet | np.ndarray:

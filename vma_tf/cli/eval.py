@@ -40,8 +40,10 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("num_episodes", EvalConfig.num_episodes, "nll: test batches shaped like the training batches.")
 flags.DEFINE_integer(
-    "memory_size", EvalConfig.memory_size, "nll, samples of a recall run: test images in memory (0: the run's |M|)."
+    "recall_memory_size", EvalConfig.recall_memory_size,
+    "nll, samples of a recall run: test images in memory (0: the run's |M|)."
 )
+flags.DEFINE_alias("memory_size", "recall_memory_size")
 flags.DEFINE_list("classes", [str(value) for value in EvalConfig.classes], "conditional: classes C per sequence.")
 flags.DEFINE_list("shots", [str(value) for value in EvalConfig.shots], "conditional: conditioning images n.")
 flags.DEFINE_integer("num_sequences", EvalConfig.num_sequences, "conditional: sequences of 20 images per C.")

@@ -20,6 +20,7 @@ from vma_tf.config import (
     MEMORY_INITS,
     SEQUENCE_SAMPLINGS,
     STRATEGIES,
+    TASKS,
     DataConfig,
     EpisodeConfig,
     ModelConfig,
@@ -62,38 +63,37 @@ flags.DEFINE_integer(
     "confounding_classes", EpisodeConfig.confounding_classes, "Extra classes that put images in memory only."
 )
 # Sequences
-flags.DEFINE_integer("sequence_length", EpisodeConfig.sequence_length, "--memory=sequence: images per sequence (T).")
+flags.DEFINE_integer("sequence_length", EpisodeConfig.sequence_length, "--task=sequence: images per sequence (T).")
 flags.DEFINE_integer(
-    "sequences_per_batch", EpisodeConfig.sequences_per_batch, "--memory=sequence: sequences per training batch."
+    "sequences_per_batch", EpisodeConfig.sequences_per_batch, "--task=sequence: sequences per training batch."
 )
 flags.DEFINE_integer(
-    "sequence_classes", EpisodeConfig.sequence_classes, "--memory=sequence: classes per sequence (GMN's C_train)."
+    "sequence_classes", EpisodeConfig.sequence_classes, "--task=sequence: classes per sequence (GMN's C_train)."
 )
-flags.DEFINE_alias("gmn_train_classes", "sequence_classes")
 flags.DEFINE_enum(
     "sequence_sampling",
     EpisodeConfig.sequence_sampling,
     list(SEQUENCE_SAMPLINGS),
-    "--memory=sequence: distinct classes and drawings, or with_replacement (the GMN authors' sampler; "
+    "--task=sequence: distinct classes and drawings, or with_replacement (the GMN authors' sampler; "
     "a sequence may repeat a drawing). Also eval.py --mode=conditional's.",
 )
 flags.DEFINE_boolean(
     "sequence_classes_first",
     EpisodeConfig.sequence_classes_first,
-    "--memory=sequence: the first --sequence_classes positions hold one drawing of each class and are not "
+    "--task=sequence: the first --sequence_classes positions hold one drawing of each class and are not "
     "scored (the GMN authors' layout for models without a pseudo-input). Also eval.py --mode=conditional's.",
 )
-# Memory
+# Task: where the memory comes from
 flags.DEFINE_enum(
-    "memory",
-    ModelConfig.memory,
-    ["few_shot", "recall", "learned", "none", "sequence"],
+    "task",
+    RunConfig.task,
+    list(TASKS),
     "few_shot: other images of the targets' classes each step; recall: --memory_size random "
     "training images each step, the targets drawn from them; learned: trainable entries; "
     "none: batches of images without a memory (--model=vae); sequence: sequences of images, "
     "each reading the ones before it (GMN, and both papers' Table 1).",
 )
-flags.DEFINE_integer("memory_size", ModelConfig.memory_size, "|M| of a recall or learned memory.")
+flags.DEFINE_integer("memory_size", EpisodeConfig.recall_memory_size, "|M| of a recall or learned memory.")
 flags.DEFINE_enum(
     "memory_init",
     ModelConfig.memory_init,
@@ -107,13 +107,15 @@ flags.DEFINE_integer(
     "Learned memory only: 0 for image entries, else vector entries of this size "
     "(--model_arch=mlp; the paper's MNIST runs: 256).",
 )
-flags.DEFINE_integer("batch_size", TrainConfig.batch_size, "Targets per step with a recall or learned memory.")
+flags.DEFINE_integer(
+    "images_per_batch", EpisodeConfig.images_per_batch, "Targets per step of the recall, learned and none tasks."
+)
 # Model
 flags.DEFINE_string(
     "model",
     ModelConfig.name,
     "vma; a baseline with VMA's conv nets: vae (no memory), soft_attention (memory read by attention on z); "
-    "or gmn (Generative Matching Networks, --memory=sequence).",
+    "or gmn (Generative Matching Networks, --task=sequence).",
 )
 flags.DEFINE_enum(
     "model_arch",
@@ -202,6 +204,10 @@ flags.DEFINE_bool("verbose", False, VERBOSE_HELP)
 flags.DEFINE_bool(
     "export", TrainConfig.export, "Write LOGDIR/saved_model (plain-TensorFlow signatures) when training ends."
 )
+# Second names of flags: the GMN paper's, and the names of the day that flagfiles may still hold.
+ALIASES = {"gmn_train_classes": "sequence_classes", "memory": "task", "batch_size": "images_per_batch"}
+for alias, original in ALIASES.items():
+    flags.DEFINE_alias(alias, original)
 
 FLAGS = flags.FLAGS
 
@@ -222,12 +228,15 @@ def run_config(values: flags.FlagValues = FLAGS) -> RunConfig:
     folders = ("data_dir", "cache_dir")
     data = dataclasses.replace(data, **{name: os.path.abspath(getattr(data, name)) for name in folders
                                         if getattr(data, name)})
+    # --memory_size sizes the task's memory: each recall batch's random images, or with
+    # --task=learned the memory the model trains.
+    learned_memory_size = values.memory_size if values.task == "learned" else 0
     return RunConfig(
+        task=values.task,
         data=data,
-        episodes=from_flag_values(EpisodeConfig, values),
-        model=dataclasses.replace(
-            from_flag_values(ModelConfig, values, name=values.model), mlp_units=lists["mlp_units"]
-        ),
+        episodes=from_flag_values(EpisodeConfig, values, recall_memory_size=values.memory_size),
+        model=from_flag_values(ModelConfig, values, name=values.model, mlp_units=lists["mlp_units"],
+                               learned_memory_size=learned_memory_size),
         train=train,
     )
 
@@ -241,7 +250,10 @@ def run_config_from_flagfile(path: str, **overrides) -> RunConfig:
     arguments = flagfiles.expand(["train.py", f"--flagfile={path}"])
     values = flags.FlagValues()
     for flag in FLAGS.get_flags_for_module(__name__):
-        values[flag.name] = copy.deepcopy(flag)
+        if flag.name not in ALIASES:
+            values[flag.name] = copy.deepcopy(flag)
+    for alias, original in ALIASES.items():  # an alias sets the flag it was defined on: define it anew
+        flags.DEFINE_alias(alias, original, flag_values=values)
     unknown = sorted(set(overrides) - set(values))
     if unknown:
         raise UserInputError(f"unknown setting(s) {', '.join(unknown)}: pass train.py's flag names")

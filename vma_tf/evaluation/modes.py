@@ -91,7 +91,7 @@ def nll(model, test: CharacterSet | np.ndarray, run: RunConfig, config: EvalConf
         "num_importance_samples": config.num_importance_samples,
         "num_examples": int(sum(e.nll.size for e in estimates)),
         "memory": description,
-        "memory_source": run.model.memory,
+        "memory_source": run.task,
         "model": run.model.name,
         "dataset": run.data.dataset,
     }
@@ -496,7 +496,7 @@ def _samples_from_memory(model, test: CharacterSet | np.ndarray, run: RunConfig,
             targets=tf.gather(episode.targets, chosen), target_labels=tf.gather(episode.target_labels, chosen)
         )
     else:
-        memory_size = min(config.memory_size or run.model.memory_size, len(test))
+        memory_size = min(config.recall_memory_size or run.episodes.recall_memory_size, len(test))
         pixels = tf.constant(test)
         examples = flat_images.sample_recall_episode(pixels, config.sample_rows, config.sample_rows,
                                                      _seed(config, _TASK_STREAM, 0)).memory

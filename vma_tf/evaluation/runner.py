@@ -28,8 +28,10 @@ def validate(config: EvalConfig) -> None:
     """Raises UserInputError for settings that cannot work, before any model or data is loaded."""
     if not 0 <= config.seed < 2**31:
         raise UserInputError(f"--seed must lie in 0..2**31-1 (stateless seeds are int32), got {config.seed}")
-    if config.memory_size < 0:
-        raise UserInputError(f"--memory_size must be positive (or 0: the run's), got {config.memory_size}")
+    if config.recall_memory_size < 0:
+        raise UserInputError(
+            f"--recall_memory_size must be positive (or 0: the run's), got {config.recall_memory_size}"
+        )
     require_positive({
         "--num_importance_samples": config.num_importance_samples,
         "--pairs_per_call": config.pairs_per_call,

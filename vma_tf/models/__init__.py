@@ -49,12 +49,12 @@ class ModelEntry:
     """How to build one registered model and what it can be trained with.
 
     architectures: the model_arch values it has nets for, each mapped to its class.
-    memories: the tasks (ModelConfig.memory) it trains with.
+    tasks: the tasks (RunConfig.task) it trains with.
     min_num_samples: the least K its objective works with (VIMCO's leave-one-out needs 2).
     """
 
     architectures: dict[str, type[GenerativeModel]]
-    memories: tuple[str, ...]
+    tasks: tuple[str, ...]
     min_num_samples: int
 
 
@@ -68,10 +68,10 @@ REGISTRY: dict[str, ModelEntry] = {
 }
 
 
-def validate(config: ModelConfig, num_samples: int) -> None:
+def validate(config: ModelConfig, image_size: int, task: str, num_samples: int) -> None:
     """Raises UserInputError unless the registry has `config`'s model and architecture, trains it
-    with `config.memory` and with K = num_samples samples, and its class takes the settings
-    (`GenerativeModel.check_config`); builds nothing."""
+    with `task` and with K = num_samples samples, and its class takes the settings for images of
+    image_size x image_size (`GenerativeModel.check_config`); builds nothing."""
     if config.name not in REGISTRY:
         raise UserInputError(f"--model must be one of {tuple(REGISTRY)}, got {config.name!r}")
     entry = REGISTRY[config.name]
@@ -79,22 +79,23 @@ def validate(config: ModelConfig, num_samples: int) -> None:
         raise UserInputError(
             f"--model_arch={config.model_arch} but --model={config.name} has nets for {tuple(entry.architectures)}"
         )
-    if config.memory not in entry.memories:
-        raise UserInputError(f"--memory={config.memory} but --model={config.name} trains with {entry.memories}")
+    if task not in entry.tasks:
+        raise UserInputError(f"--task={task} but --model={config.name} trains with {entry.tasks}")
     if num_samples < entry.min_num_samples:
         raise UserInputError(
             f"--num_samples must be at least {entry.min_num_samples} for --model={config.name}"
             + (" (VIMCO)" if entry.min_num_samples > 1 else "") + f", got {num_samples}"
         )
-    entry.architectures[config.model_arch].check_config(config)
+    entry.architectures[config.model_arch].check_config(config, image_size)
 
 
-def build_model(config: ModelConfig) -> GenerativeModel:
-    """The model a ModelConfig describes, with every variable created, so that a checkpoint
-    restores into all of them at once; UserInputError for settings its class cannot take."""
+def build_model(config: ModelConfig, image_size: int) -> GenerativeModel:
+    """The model a ModelConfig describes, for images float32 [B, image_size, image_size, 1], with
+    every variable created, so that a checkpoint restores into all of them at once;
+    UserInputError for settings its class cannot take."""
     model_class = REGISTRY[config.name].architectures[config.model_arch]
-    model_class.check_config(config)
-    model = model_class(config)
-    image = tf.zeros([1, config.image_size, config.image_size, 1])
+    model_class.check_config(config, image_size)
+    model = model_class(config, image_size)
+    image = tf.zeros([1, image_size, image_size, 1])
     model.log_weights_in_context(image, context_for(model, image), 2, tf.constant([0, 0], tf.int32))
     return model

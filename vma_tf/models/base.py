@@ -80,9 +80,10 @@ class GenerativeModel(keras.Model, metaclass=abc.ABCMeta):
     learned_memory: tf.Variable | None = None
 
     @classmethod
-    def check_config(cls, config: ModelConfig) -> None:
-        """Raises UserInputError for settings this model cannot be built with; reads no data.
-        Each class checks the settings it reads (and calls its parent's check)."""
+    def check_config(cls, config: ModelConfig, image_size: int) -> None:
+        """Raises UserInputError for settings this model cannot be built with for images of
+        image_size x image_size; reads no data. Each class checks the settings it reads (and calls
+        its parent's check)."""
 
     @property
     @abc.abstractmethod

@@ -40,13 +40,13 @@ class ConvVMA(VariationalMemoryAddressing):
     """Memory entries are images [M, S, S, 1]; target features are the flattened top of the pyramid [B, F]."""
 
     @classmethod
-    def check_config(cls, config: ModelConfig) -> None:
-        super().check_config(config)
+    def check_config(cls, config: ModelConfig, image_size: int) -> None:
+        super().check_config(config, image_size)
         if config.memory_dim:
             raise UserInputError("--memory_dim (vector memory entries) needs --model_arch=mlp; conv nets read images")
 
-    def __init__(self, config: ModelConfig, **kwargs):
-        super().__init__(config, **kwargs)
+    def __init__(self, config: ModelConfig, image_size: int, **kwargs):
+        super().__init__(config, image_size, **kwargs)
         channels = config.conv_channels
         self.memory_embedder = nets.Embedder(channels, config.embed_dim, name="memory_embedder")
         self.query_embedder = (
@@ -59,7 +59,7 @@ class ConvVMA(VariationalMemoryAddressing):
         self.posterior_z = nets.GaussianHead(config.hidden_units, config.latent_dim, name="posterior_z")
         self.prior_z = nets.GaussianHead(config.hidden_units, config.latent_dim, name="prior_z")
         self.memory_code = keras.layers.Dense(config.latent_dim, name="memory_code")
-        self.decoder = nets.Upscaler(channels, config.image_size, name="decoder")
+        self.decoder = nets.Upscaler(channels, image_size, name="decoder")
 
     def features(self, x: tf.Tensor, memory: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, ConvMemoryEncoding]:
         """Runs the conv nets once over targets and memory together (the training path)."""

@@ -180,8 +180,8 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
     DIAGNOSTICS = ("kl_z", "entropy_attention")
 
     @classmethod
-    def check_config(cls, config: ModelConfig) -> None:
-        super().check_config(config)
+    def check_config(cls, config: ModelConfig, image_size: int) -> None:
+        super().check_config(config, image_size)
         if config.gmn_attention not in GMN_ATTENTIONS:
             raise UserInputError(f"--gmn_attention must be one of {GMN_ATTENTIONS}, got {config.gmn_attention!r}")
         if config.gmn_matching not in GMN_MATCHINGS:
@@ -189,9 +189,10 @@ class GenerativeMatchingNetwork(GenerativeModel, AttendingMemory):
         if config.gmn_hops < 1 or config.gmn_prior_hops < 1:
             raise UserInputError("--gmn_hops and --gmn_prior_hops must be at least 1")
 
-    def __init__(self, config: ModelConfig, encoder: keras.layers.Layer, decoder: keras.layers.Layer, **kwargs):
+    def __init__(self, config: ModelConfig, image_size: int, encoder: keras.layers.Layer,
+                 decoder: keras.layers.Layer, **kwargs):
         super().__init__(name="gmn", **kwargs)
-        self.model_config = config
+        self.model_config, self.image_size = config, image_size
         self.encoder = encoder
         self.decoder = decoder
         units, matching = config.hidden_units, config.gmn_matching
@@ -381,26 +382,29 @@ class ResidualGMN(GenerativeMatchingNetwork):
     """GMN with the residual nets of appendix C (28x28 images, 288-d prototypes)."""
 
     @classmethod
-    def check_config(cls, config: ModelConfig) -> None:
-        super().check_config(config)
+    def check_config(cls, config: ModelConfig, image_size: int) -> None:
+        super().check_config(config, image_size)
         size = nets.GMN_IMAGE_SIZE
-        if config.image_size != size:
+        if image_size != size:
             raise UserInputError(
                 f"--model_arch=resnet (GMN's nets) takes {size}x{size} images: pass --image_size={size}, got "
-                f"{config.image_size}"
+                f"{image_size}"
             )
 
-    def __init__(self, config: ModelConfig, **kwargs):
-        super().__init__(config, nets.ResidualEncoder(name="encoder"), nets.ResidualDecoder(name="decoder"), **kwargs)
+    def __init__(self, config: ModelConfig, image_size: int, **kwargs):
+        super().__init__(
+            config, image_size, nets.ResidualEncoder(name="encoder"), nets.ResidualDecoder(name="decoder"), **kwargs
+        )
 
 
 class ConvGMN(GenerativeMatchingNetwork):
     """GMN with VMA's conv pyramid as psi (projected to 288-d) and VMA's upscaler as the decoder."""
 
-    def __init__(self, config: ModelConfig, **kwargs):
+    def __init__(self, config: ModelConfig, image_size: int, **kwargs):
         super().__init__(
             config,
+            image_size,
             nets.Embedder(config.conv_channels, PROTOTYPE_DIM, name="encoder"),
-            nets.Upscaler(config.conv_channels, config.image_size, memory_inputs=False, name="decoder"),
+            nets.Upscaler(config.conv_channels, image_size, memory_inputs=False, name="decoder"),
             **kwargs,
         )

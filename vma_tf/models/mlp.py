@@ -47,17 +47,17 @@ class MlpVMA(VariationalMemoryAddressing):
     """Target features are x's term of q(z|x, m_a)'s first layer [B, H]."""
 
     @classmethod
-    def check_config(cls, config: ModelConfig) -> None:
-        super().check_config(config)
+    def check_config(cls, config: ModelConfig, image_size: int) -> None:
+        super().check_config(config, image_size)
         if config.memory_dim and config.tie_embeddings:
             raise UserInputError("vector memory entries (--memory_dim) need --tie_embeddings=false: h(m) and h_q(x) "
                                  "read different inputs")
         if not config.mlp_units or min(config.mlp_units) < 1:
             raise UserInputError(f"--mlp_units must be a list of positive integers, got {list(config.mlp_units)}")
 
-    def __init__(self, config: ModelConfig, **kwargs):
-        super().__init__(config, **kwargs)
-        units, pixels = tuple(config.mlp_units), config.image_size**2
+    def __init__(self, config: ModelConfig, image_size: int, **kwargs):
+        super().__init__(config, image_size, **kwargs)
+        units, pixels = tuple(config.mlp_units), image_size**2
         self.memory_embedder = nets.MLP(units, config.embed_dim, name="memory_embedder")
         self.query_embedder = (
             self.memory_embedder
@@ -101,5 +101,5 @@ class MlpVMA(VariationalMemoryAddressing):
     def likelihood(self, z: tf.Tensor, entries: MlpMemoryEncoding) -> tfd.Independent:
         hidden = tf.nn.relu(self.decoder_z(z) + entries.decoder_input)
         logits = self.decoder(hidden) + entries.logits
-        size = self.model_config.image_size
+        size = self.image_size
         return nets.bernoulli_image(tf.reshape(logits, tf.concat([tf.shape(z)[:-1], [size, size, 1]], axis=0)))

@@ -46,8 +46,8 @@ def _memory_size(encoded: AttendedMemoryEncoding) -> int | tf.Tensor:
 class SoftAttentionVAE(ConvVAE, AttendingMemory):
     DIAGNOSTICS = ("kl_z", "entropy_attention")
 
-    def __init__(self, config: ModelConfig, **kwargs):
-        super().__init__(config, memory_inputs=True, name="soft_attention", **kwargs)
+    def __init__(self, config: ModelConfig, image_size: int, **kwargs):
+        super().__init__(config, image_size, memory_inputs=True, name="soft_attention", **kwargs)
         self.memory_embedder = nets.Embedder(config.conv_channels, config.embed_dim, name="memory_embedder")
         self.latent_query = nets.MLP((config.hidden_units,), config.embed_dim, name="latent_query")
         self.memory_code = keras.layers.Dense(config.latent_dim, name="memory_code")

@@ -24,14 +24,15 @@ class ConvVAE(GenerativeModel):
 
     DIAGNOSTICS = ("kl_z",)
 
-    def __init__(self, config: ModelConfig, memory_inputs: bool = False, name: str = "vae", **kwargs):
+    def __init__(self, config: ModelConfig, image_size: int, memory_inputs: bool = False, name: str = "vae",
+                 **kwargs):
         super().__init__(name=name, **kwargs)
-        self.model_config = config
+        self.model_config, self.image_size = config, image_size
         channels = config.conv_channels
         self.pyramid = nets.ConvPyramid(channels, name="pyramid")
         self.flatten = keras.layers.Flatten()
         self.posterior_z = nets.GaussianHead(config.hidden_units, config.latent_dim, name="posterior_z")
-        self.decoder = nets.Upscaler(channels, config.image_size, memory_inputs=memory_inputs, name="decoder")
+        self.decoder = nets.Upscaler(channels, image_size, memory_inputs=memory_inputs, name="decoder")
 
     @property
     def reads_context(self) -> bool:

@@ -14,7 +14,7 @@ Two encodings of a memory serve the two regimes:
   with a small constant, so a test-time memory can hold millions of entries.
 
 The memory is either passed in (few-shot and recall: images [M, S, S, 1]) or, with
-`config.memory == "learned"`, the model's own trainable `learned_memory`; such a model reads no
+`config.learned_memory_size` > 0, the model's own trainable `learned_memory`; such a model reads no
 context and takes None wherever a context goes.
 """
 
@@ -83,17 +83,16 @@ class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
     # that sends every target to one entry under a flat p(a) costs log |M| and carries nothing.
     DIAGNOSTICS = ("kl_a", "kl_z", "entropy_a", "address_information")
 
-    def __init__(self, config: ModelConfig, **kwargs):
+    def __init__(self, config: ModelConfig, image_size: int, **kwargs):
         super().__init__(name="vma", **kwargs)
-        self.model_config = config
+        self.model_config, self.image_size = config, image_size
         self.prior_query = (
             self.add_weight(shape=(config.embed_dim,), initializer="random_normal", name="prior_query")
             if config.prior == "learned"
             else None
         )
-        if config.memory == "learned":
-            size = config.image_size
-            entry_shape = (config.memory_dim,) if config.memory_dim else (size, size, 1)
+        if config.learned_memory_size:
+            entry_shape = (config.memory_dim,) if config.memory_dim else (image_size, image_size, 1)
             # --memory_init=random's start; with "data" the trainer replaces it by training images
             # (start_memory_from) before a fresh run's first step. Random vectors start as
             # N(0, 0.1^2) (issue 16). At N(0, 1) the entries differ so much through the decoder's
@@ -105,20 +104,21 @@ class VariationalMemoryAddressing(GenerativeModel, AddressedMemory):
                 keras.initializers.RandomNormal(stddev=VECTOR_ENTRY_SCALE) if config.memory_dim else RandomImages()
             )
             self.learned_memory = self.add_weight(
-                shape=(config.memory_size, *entry_shape), initializer=initializer, name="learned_memory"
+                shape=(config.learned_memory_size, *entry_shape), initializer=initializer, name="learned_memory"
             )
 
     @classmethod
-    def check_config(cls, config: ModelConfig) -> None:
-        super().check_config(config)
+    def check_config(cls, config: ModelConfig, image_size: int) -> None:
+        super().check_config(config, image_size)
         if config.prior not in PRIORS:
             raise UserInputError(f"--prior must be one of {PRIORS}, got {config.prior!r}")
         if config.memory_init not in MEMORY_INITS:
             raise UserInputError(f"--memory_init must be one of {MEMORY_INITS}, got {config.memory_init!r}")
-        if config.memory_dim < 0:
-            raise UserInputError(f"--memory_dim must not be negative (0: image entries), got {config.memory_dim}")
-        if config.memory_dim and config.memory != "learned":
-            raise UserInputError("--memory_dim (vector memory entries) needs --memory=learned; 0 means image entries")
+        if min(config.memory_dim, config.learned_memory_size) < 0:
+            raise UserInputError(f"--memory_dim and --memory_size must not be negative, got {config.memory_dim} and "
+                                 f"{config.learned_memory_size}")
+        if config.memory_dim and not config.learned_memory_size:
+            raise UserInputError("--memory_dim (vector memory entries) needs --task=learned; 0 means image entries")
 
     @property
     def memory_from_data(self) -> int:

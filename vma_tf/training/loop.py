@@ -7,7 +7,6 @@ stopped."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -39,9 +38,8 @@ def validate(config: RunConfig) -> tasks.Task:
     """Raises UserInputError for flag values that cannot work, before any data is read; returns the
     run's task."""
     train, model = config.train, config.model
-    # The model's nets are built for the data's images.
-    models.validate(dataclasses.replace(model, image_size=config.data.image_size), train.num_samples)
     task = tasks.build_task(config)
+    models.validate(model, config.data.image_size, config.task, train.num_samples)
     task.validate()
     if train.vimco_baseline not in objectives.VIMCO_BASELINES:
         raise UserInputError(f"--vimco_baseline must be one of {objectives.VIMCO_BASELINES}")
@@ -49,8 +47,6 @@ def validate(config: RunConfig) -> tasks.Task:
         raise UserInputError(f"--mixed_precision must be one of {PRECISIONS}")
     require_positive({
         "--steps": train.steps,
-        "--batch_size": train.batch_size,
-        "--memory_size": model.memory_size,
         "--checkpoint_every": train.checkpoint_every,
         "--max_checkpoints": train.max_checkpoints,
         "--log_every": train.log_every,
@@ -108,13 +104,13 @@ def train(config: RunConfig) -> TrainingResult:
     files.require_writable(train_config.logdir)
     checkpoints.check_entry_kinds(train_config.logdir)
     logger.info("reading %s (the first run decodes and caches it)", config.data.dataset)
-    image_size, dataset_from = task.training_data()
+    dataset_from = task.training_data()
     checkpoints.check_compatible(config)
     logger.info("building %s", config.model.name)
-    weight_bytes = least_weight_bytes(dataclasses.replace(config.model, image_size=image_size))
+    weight_bytes = least_weight_bytes(config.model, config.data.image_size)
     require_fits_in_memory(weight_bytes)
     use_run_settings(config.train)
-    trainer = build_trainer(config, image_size, task)
+    trainer = build_trainer(config, task)
     logger.info("tracing the training step (tens of seconds)")
     # A batch's absent fields are None, not the dataset's NoneTensorSpec: then the first step reuses this trace.
     batch_spec = Episode(*(spec if isinstance(spec, tf.TensorSpec) else None for spec in dataset_from(0).element_spec))

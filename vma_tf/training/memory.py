@@ -16,11 +16,11 @@ from vma_tf.errors import UserInputError
 from vma_tf.models import build_model
 
 
-def least_weight_bytes(model_config: ModelConfig) -> int:
+def least_weight_bytes(model_config: ModelConfig, image_size: int) -> int:
     """The bytes training holds for the model's variables at the least: each with its gradient and
     Adam's two slots. Built in a graph of its own, where nothing is allocated."""
     with tf.Graph().as_default():
-        model = build_model(model_config)
+        model = build_model(model_config, image_size)
     return 4 * sum(math.prod(variable.shape) * tf.as_dtype(variable.dtype).size for variable in model.variables)
 
 
@@ -60,5 +60,5 @@ def require_fits_in_memory(weight_bytes: int, tensor_bytes: int = 0, tensor_laye
         raise UserInputError(
             f"training needs at least {(weight_bytes + tensor_bytes) / gib:,.1f} GiB ({weight_bytes / gib:,.1f} GiB "
             f"of weights with their gradients and Adam's slots{tensor}) but this host has {available / gib:,.1f} GiB; "
-            "lower --num_samples, --batch_size, the memory or the nets' sizes"
+            "lower --num_samples, the batch, the memory or the nets' sizes"
         )

@@ -3,7 +3,6 @@ steps per call), its checkpoints, image summaries and metrics window."""
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import os
 import tempfile
@@ -69,13 +68,12 @@ def build_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
     return optimizer
 
 
-def build_trainer(config: RunConfig, image_size: int, task: tasks.Task) -> Trainer:
-    """The Trainer of `config`'s run on images of `image_size`: its strategy, and under the
-    strategy's scope the model and the optimizer. Under the process's settings (use_run_settings)."""
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, image_size=image_size))
+def build_trainer(config: RunConfig, task: tasks.Task) -> Trainer:
+    """The Trainer of `config`'s run: its strategy, and under the strategy's scope the model and
+    the optimizer. Under the process's settings (use_run_settings)."""
     strategy = make_strategy(config.train.strategy)
     with strategy.scope():
-        model = build_model(config.model)
+        model = build_model(config.model, config.data.image_size)
         optimizer = build_optimizer(config.train)
     return Trainer(model, optimizer, strategy, task, config)
 
@@ -83,7 +81,7 @@ def build_trainer(config: RunConfig, image_size: int, task: tasks.Task) -> Train
 class Trainer:
     """Handed a model, its optimizer, a strategy and the task, it owns the run's step counter,
     checkpoints, metrics window and compiled step; the task owns the batches and the loss.
-    `config.model` describes `model` (its image size included)."""
+    `config.model` describes `model`, built for images of `config.data.image_size`."""
 
     def __init__(self, model: GenerativeModel, optimizer: keras.optimizers.Optimizer,
                  strategy: tf.distribute.Strategy, task: tasks.Task, config: RunConfig):
@@ -108,7 +106,7 @@ class Trainer:
         self._training_state = {"model": model, "optimizer": optimizer, "step": self.step}
         # Saved besides the training state; checkpoints written before 2026-11-23 lack them.
         self._recorded = {"window": self._window,
-                          "model_config": checkpoints.model_config_variable(config.model)}  # a string: unscoped
+                          "model_config": checkpoints.model_config_variable(config)}  # a string: unscoped
         self.checkpoint = tf.train.Checkpoint(**self._training_state, **self._recorded)
         # Every worker saves (a save may need them all); only the chief's checkpoints are the run's.
         directory = checkpoints.checkpoint_dir(train.logdir)
@@ -125,7 +123,7 @@ class Trainer:
         returns the step to continue from."""
         latest = checkpoints.newest_whole_checkpoint(self._run_directory, set_aside=self.is_chief)
         if latest:
-            checkpoints.require_trained_model(latest, self.config.model, "the flags")
+            checkpoints.require_trained_model(latest, self.config, "the flags")
             present = {name.split("/")[0] for name, _ in tf.train.list_variables(latest)}
             restored = self.checkpoint if set(self._recorded) <= present else tf.train.Checkpoint(
                 **self._training_state, **{name: value for name, value in self._recorded.items() if name in present}
