@@ -25,7 +25,7 @@ from vma_tf.config import SEQUENCE_SAMPLINGS, TASKS, DataConfig, EvalConfig, Run
 from vma_tf.data import episodes, flat_images, labelled
 from vma_tf.data.episodes import Episode
 from vma_tf.data.omniglot import CharacterSet
-from vma_tf.errors import UserInputError
+from vma_tf.errors import UserInputError, require_positive
 from vma_tf.models import GenerativeModel, LogWeights, context_for
 
 _IMAGE_GRID_COLUMNS = 8  # image summaries of batches without classes
@@ -251,8 +251,7 @@ class ImageBatchTask(Task):
 
     def validate(self) -> None:
         super().validate()
-        if self.run.episodes.images_per_batch < 1:
-            raise UserInputError(f"--batch_size must be positive, got {self.run.episodes.images_per_batch}")
+        require_positive({"--batch_size": self.run.episodes.images_per_batch})
 
     def training_data(self) -> Callable[[int], tf.data.Dataset]:
         train_images = flat_images.load_splits(self.run.data)["train"]
@@ -292,8 +291,7 @@ class RecallTask(ImageBatchTask):
 
     def validate(self) -> None:
         super().validate()
-        if self.memory_size < 1:
-            raise UserInputError(f"--memory_size must be positive, got {self.memory_size}")
+        require_positive({"--memory_size": self.memory_size})
 
     @property
     def memory_size(self) -> int:
