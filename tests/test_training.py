@@ -94,7 +94,10 @@ def model_weights(logdir):
                                     r"gradients and Adam's slots\) but this host has"),
         (["--conv_channels=100000"], "GiB of weights with their gradients and Adam's slots"),
         (["--task=learned", "--memory_size=100000000"], "GiB of weights with their gradients and Adam's slots"),
-        (["--num_samples=10000000"], r"and a [\d,.]+ GiB tensor in \w+\) but this host has"),
+        (["--num_samples=10000000"], r"and a [\d,.]+ GiB tensor in the decoder's output\) but this host has"),
+        # K x targets past int32: refused before the step is traced (its shapes would overflow).
+        (["--model=gmn", "--task=sequence", "--sequences_per_batch=20", "--num_samples=30000000"],
+         r"GiB tensor in the decoder's output\) but"),
     ],
 )
 def test_bad_input_ends_with_one_line_error(flags, message, data_dir, cache_dir, tmp_path):

@@ -20,6 +20,14 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def local_share(strategy: tf.distribute.Strategy) -> float:
+    """The share of a batch's targets this process's replicas train on: 1 on one host, 1 / hosts
+    on a multi-worker cluster of one replica per host."""
+    if strategy.num_replicas_in_sync == 1:  # the default strategy has no worker_devices
+        return 1.0
+    return len(strategy.extended.worker_devices) / strategy.num_replicas_in_sync
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes the run's files: always, but on a multi-worker cluster's
     non-chief workers (TF_CONFIG's "chief", or worker 0 when there is none)."""

@@ -23,7 +23,8 @@ from vma_tf import checkpoints, files, models, objectives, summaries, tasks
 from vma_tf.config import RunConfig, TrainConfig
 from vma_tf.data.episodes import Episode
 from vma_tf.errors import RunDivergedError, RunInterruptedError, UserInputError, require_positive
-from vma_tf.training.memory import largest_tensor, least_weight_bytes, require_fits_in_memory
+from vma_tf.training.distribute import local_share
+from vma_tf.training.memory import largest_tensor, least_output_bytes, least_weight_bytes, require_fits_in_memory
 from vma_tf.training.trainer import Trainer, build_trainer, use_run_settings
 
 logger = logging.getLogger(__name__)
@@ -111,9 +112,11 @@ def train(config: RunConfig) -> TrainingResult:
     require_fits_in_memory(weight_bytes)
     use_run_settings(config.train)
     trainer = build_trainer(config, task)
-    logger.info("tracing the training step (tens of seconds)")
     # A batch's absent fields are None, not the dataset's NoneTensorSpec: then the first step reuses this trace.
     batch_spec = Episode(*(spec if isinstance(spec, tf.TensorSpec) else None for spec in dataset_from(0).element_spec))
+    output_bytes = least_output_bytes(train_config.num_samples, batch_spec.targets) * local_share(trainer.strategy)
+    require_fits_in_memory(weight_bytes, int(output_bytes), "in the decoder's output")
+    logger.info("tracing the training step (tens of seconds)")
     step_graph = trainer.train_step.get_concrete_function(batch_spec).graph
     require_fits_in_memory(weight_bytes, *largest_tensor(step_graph))
     with contextlib.ExitStack() as held:

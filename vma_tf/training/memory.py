@@ -24,10 +24,18 @@ def least_weight_bytes(model_config: ModelConfig, image_size: int) -> int:
     return 4 * sum(math.prod(variable.shape) * tf.as_dtype(variable.dtype).size for variable in model.variables)
 
 
+def least_output_bytes(num_samples: int, targets: tf.TensorSpec) -> int:
+    """The bytes of the Bernoulli logits a bound holds at once, float32 [K, B, H, W, 1] for K =
+    num_samples draws for each of a batch's targets [B, H, W, 1]. Known before the step is traced,
+    which matters: a step whose shapes overflow int32 cannot even be traced."""
+    return 4 * num_samples * targets.shape.num_elements()
+
+
 def largest_tensor(graph: tf.Graph) -> tuple[int, str]:
-    """(the bytes of the largest tensor a traced graph computes, the name of the layer computing
-    it); the graph's reads of variables are not counted."""
-    largest, layer = 0, ""
+    """(the bytes of the largest tensor a traced graph computes, where: "in LAYER" for the layer
+    computing it, or "from a TYPE op outside the nets"); the graph's reads of variables are not
+    counted."""
+    largest, where = 0, ""
     for op in graph.get_operations():
         if op.type == "ReadVariableOp":
             continue
@@ -35,9 +43,18 @@ def largest_tensor(graph: tf.Graph) -> tuple[int, str]:
             if output.dtype != tf.resource and output.shape.is_fully_defined():
                 size = output.shape.num_elements() * output.dtype.size
                 if size > largest:
-                    # Without Keras's uniquifying suffixes: "decoder_3/conv2d_1_2/..." -> "decoder/conv2d".
-                    largest, layer = size, "/".join(re.sub(r"(_\d+)+$", "", part) for part in op.name.split("/")[:2])
-    return largest, layer
+                    largest, where = size, _origin(op)
+    return largest, where
+
+
+def _origin(op: tf.Operation) -> str:
+    """Where an op of a traced step comes from, for a person: its layer without Keras's uniquifying
+    suffixes ("decoder_3/conv2d_1_2/Conv2D" -> "in decoder/conv2d"), or its type when no layer
+    scopes it (the bound's own ops, e.g. gathering the addressed entries)."""
+    scopes = op.name.split("/")[:-1]
+    if not scopes:
+        return f"from a {op.type} op outside the nets"
+    return "in " + "/".join(re.sub(r"(_\d+)+$", "", part) for part in scopes[:2])
 
 
 def host_memory_bytes() -> int:
@@ -48,15 +65,15 @@ def host_memory_bytes() -> int:
     return limit
 
 
-def require_fits_in_memory(weight_bytes: int, tensor_bytes: int = 0, tensor_layer: str = "") -> None:
+def require_fits_in_memory(weight_bytes: int, tensor_bytes: int = 0, tensor_origin: str = "") -> None:
     """Raises UserInputError when training needs more than this host's memory: the variables with
     their gradients and Adam's slots (least_weight_bytes), and the step's largest tensor. Both
     are known before any work; a run would otherwise fail at an allocation, or be killed by the
-    system."""
+    system. tensor_origin says where the tensor comes from (largest_tensor)."""
     available = host_memory_bytes()
     if weight_bytes + tensor_bytes > available:
         gib = 2**30
-        tensor = f", and a {tensor_bytes / gib:,.1f} GiB tensor in {tensor_layer}" if tensor_bytes else ""
+        tensor = f", and a {tensor_bytes / gib:,.1f} GiB tensor {tensor_origin}" if tensor_bytes else ""
         raise UserInputError(
             f"training needs at least {(weight_bytes + tensor_bytes) / gib:,.1f} GiB ({weight_bytes / gib:,.1f} GiB "
             f"of weights with their gradients and Adam's slots{tensor}) but this host has {available / gib:,.1f} GiB; "
