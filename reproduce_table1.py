@@ -4,10 +4,13 @@
 
 Trains every row's flagfile (a finished logdir is reused, an unfinished one resumed), then runs
 `eval.py --mode=conditional` on each under both sequence samplers: the GMN authors' (with
-replacement) and distinct drawings. An evaluation already written for a run's latest checkpoint is
-reused, so a command interrupted in one session picks up in the next where it stopped. Writes
-RUNS_DIR/table1.md (every row beside the published ones, with each row's budget), table1.json and
-table1.png (NLL against n, one panel per C and sampler; ours solid, the papers' dashed).
+replacement) and distinct drawings. The VMA paper's per-class table does not depend on the
+sampler, so it is computed under the first only. An evaluation already written for a run's latest
+checkpoint with the same draws and K is reused, so a command interrupted in one session picks up
+in the next where it stopped. `--only` trains and evaluates some rows; the table still shows
+every row evaluated before (its K named where it differs). Writes RUNS_DIR/table1.md (every row
+beside the published ones, with each row's budget), table1.json and table1.png (NLL against n,
+one panel per C and sampler; ours solid, the papers' dashed).
 """
 
 import json
@@ -42,8 +45,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _logdir(flagfile: str) -> str:
-    with open(os.path.join(HERE, flagfile)) as f:
-        named = [line.split("=", 1)[1].strip() for line in f if line.startswith("--logdir=")]
+    """RUNS_DIR/<the folder name of the logdir the (shipped) flagfile names>."""
+    from vma_tf.cli import flagfiles
+
+    named = [flag.split("=", 1)[1] for flag in flagfiles.expand(["reproduce_table1.py", f"--flagfile={flagfile}"])
+             if flag.startswith("--logdir=")]
     return os.path.join(FLAGS.runs_dir, os.path.basename(named[-1]))
 
 
@@ -66,26 +72,50 @@ def _budget(logdir: str, step: int) -> str:
     return f"{step:,} steps, {hours:.1f} h"
 
 
-def _evaluate(logdir: str, sampling: str, data: list[str]) -> dict:
-    """The run's conditional result under `sampling`, computed unless already there for its latest
-    checkpoint."""
+def _output(logdir: str, sampling: str) -> str:
+    return os.path.join(logdir, "eval", f"table1_{sampling}.json")
+
+
+def _saved(logdir: str, sampling: str, any_k: bool) -> dict | None:
+    """The run's conditional result under `sampling` already on disk, if it scores the run's newest
+    checkpoint with this command's draws (and its K, unless any_k)."""
     from vma_tf import checkpoints
 
-    output = os.path.join(logdir, "eval", f"table1_{sampling}.json")
+    if not os.path.isfile(_output(logdir, sampling)):
+        return None
     newest = checkpoints.newest_whole_checkpoint(checkpoints.checkpoint_dir(logdir), set_aside=False)
-    step = int(newest.rsplit("-", 1)[1])  # a checkpoint is numbered by its step
-    if os.path.isfile(output):
-        with open(output) as f:
-            result = json.load(f)
-        if result["meta"]["checkpoint_step"] == step and result["num_sequences"] == FLAGS.num_sequences:
-            return result
+    with open(_output(logdir, sampling)) as f:
+        result = json.load(f)
+    same = (
+        newest is not None
+        and result["meta"]["checkpoint_step"] == int(newest.rsplit("-", 1)[1])  # a checkpoint is numbered by its step
+        and result["num_sequences"] == FLAGS.num_sequences
+        and sorted(result["table"], key=int) == sorted(FLAGS.classes, key=int)
+        and (any_k or result["num_importance_samples"] == FLAGS.num_importance_samples)
+    )
+    return result if same else None
+
+
+def _evaluate(logdir: str, sampling: str, data: list[str]) -> dict:
+    """The run's conditional result under `sampling`, computed unless already there (`_saved`)."""
+    result = _saved(logdir, sampling, any_k=False)
+    if result is not None:
+        return result
+    per_class = "true" if sampling == SAMPLINGS[0] else "false"  # the per-class draws ignore the sampler
     _run([
-        "eval.py", f"--logdir={logdir}", "--mode=conditional", f"--output_json={output}", *data,
-        f"--sequence_sampling={sampling}", f"--num_sequences={FLAGS.num_sequences}",
+        "eval.py", f"--logdir={logdir}", "--mode=conditional", f"--output_json={_output(logdir, sampling)}", *data,
+        f"--sequence_sampling={sampling}", f"--num_sequences={FLAGS.num_sequences}", f"--per_class={per_class}",
         f"--num_importance_samples={FLAGS.num_importance_samples}", f"--classes={','.join(FLAGS.classes)}",
     ])
-    with open(output) as f:
+    with open(_output(logdir, sampling)) as f:
         return json.load(f)
+
+
+def _label(name: str, logdir: str, result: dict) -> str:
+    """A row's name with its budget, and its K where it is not this command's."""
+    k = result["num_importance_samples"]
+    other_k = f", K = {k}" if k != FLAGS.num_importance_samples else ""
+    return f"{name} ({_budget(logdir, result['meta']['checkpoint_step'])}{other_k})"
 
 
 def main(argv):
@@ -97,15 +127,18 @@ def main(argv):
     if unknown:
         sys.exit(f"reproduce_table1.py: error: --only names no row of the table: {sorted(unknown)}")
     data = [f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else []
-    rows = [(name, flagfile) for name, flagfile in TABLE1_RUNS if not FLAGS.only or flagfile in FLAGS.only]
     results: dict[str, dict[str, dict]] = {sampling: {} for sampling in SAMPLINGS}
-    for name, flagfile in rows:
+    for name, flagfile in TABLE1_RUNS:
         logdir = os.path.abspath(_logdir(flagfile))
-        steps = [f"--steps={FLAGS.steps}"] if FLAGS.steps else []
-        _run(["train.py", f"--flagfile={flagfile}", f"--logdir={logdir}", *data, *steps])
-        for sampling in SAMPLINGS:
-            result = _evaluate(logdir, sampling, data)
-            results[sampling][f"{name} ({_budget(logdir, result['meta']['checkpoint_step'])})"] = result
+        if not FLAGS.only or flagfile in FLAGS.only:
+            steps = [f"--steps={FLAGS.steps}"] if FLAGS.steps else []
+            _run(["train.py", f"--flagfile={flagfile}", f"--logdir={logdir}", *data, *steps])
+            evaluated = {sampling: _evaluate(logdir, sampling, data) for sampling in SAMPLINGS}
+        else:  # not this command's to train: shown as evaluated before, if it was
+            evaluated = {sampling: _saved(logdir, sampling, any_k=True) for sampling in SAMPLINGS}
+        for sampling, result in evaluated.items():
+            if result is not None:
+                results[sampling][_label(name, logdir, result)] = result
     os.makedirs(FLAGS.runs_dir, exist_ok=True)
     machine = reports.machine_description()
     table = os.path.join(FLAGS.runs_dir, "table1.md")
