@@ -25,7 +25,7 @@ from vma_tf.data import omniglot
 from vma_tf.data.omniglot import CharacterSet
 from vma_tf.errors import StorageError, UserInputError
 from vma_tf.evaluation import few_shot, modes, reports, runner
-from vma_tf.evaluation.progress import progress_bar
+from vma_tf.evaluation.progress import KeptPieces, progress_bar
 from vma_tf.models import REGISTRY, AddressedMemory, MemoryReader
 
 # Every mode shrunk to seconds; the defaults are the papers' protocols.
@@ -108,6 +108,7 @@ def _evaluate(mode, name, smoke_run, baseline_runs, data_dir, cache_dir, tmp_pat
     before = checkpoint_digest(logdir)
     output = str(tmp_path / f"{mode}.json")
     runner.run_evaluation(logdir, mode, SMALL_CONFIG, data_dir, cache_dir, output)
+    assert not glob.glob(str(tmp_path / "*.partial.json"))  # the kept pieces go once the outputs are written
     with open(output) as f:
         result = json.load(f)
     with open(str(tmp_path / f"{mode}.md")) as f:
@@ -440,3 +441,45 @@ def test_a_run_with_the_classes_first_is_scored_from_x_c_plus_1(sampling, monkey
         if sampling == "distinct":
             assert len(set(classes[:4])) == 4
         assert visible.sum(axis=1).tolist() == [4, 5, 19]
+
+
+def test_an_interrupted_conditional_evaluation_resumes_from_its_kept_pieces(tmp_path, monkeypatch):
+    """Every C of each table is kept as it is done: a rerun computes only the rest and returns what an
+    uninterrupted evaluation returns; pieces kept for another checkpoint or settings are not used."""
+    class Reader:
+        min_context_size, reads_context = 0, True
+
+    def evaluate(evaluator, kept=None):
+        monkeypatch.setattr(modes, "BoundEvaluator", lambda model, pairs_per_call: evaluator)
+        return modes.conditional(Reader(), _characters(), run, config, kept)
+
+    class StoppedError(Exception):
+        pass
+
+    def interrupted_at_call(count):
+        evaluator = _RecordingEvaluator()
+
+        def call(*args):
+            if len(evaluator.calls) == count:
+                raise StoppedError
+            return evaluator(*args)
+        return call
+
+    run = RunConfig(DataConfig(), EpisodeConfig(), ModelConfig(name="gmn"), TrainConfig(logdir="unused"))
+    config = EvalConfig(num_sequences=3, classes=(1, 2, 4), shots=(0, 1, 5), probe_episodes=2)
+    uninterrupted = _RecordingEvaluator()
+    reference = evaluate(uninterrupted)
+    path = str(tmp_path / "conditional.partial.json")
+    identity = {"checkpoint": "ckpt-7", "eval_config": dataclasses.asdict(config)}
+
+    with pytest.raises(StoppedError):  # during C = 4 of the sequence table: one call per draw
+        evaluate(interrupted_at_call(2 * config.num_sequences), KeptPieces(path, identity))
+    with open(path) as f:
+        assert set(json.load(f)["pieces"]) == {"sequence/1", "sequence/2"}
+    resumed = _RecordingEvaluator()
+    assert evaluate(resumed, KeptPieces(path, identity)) == reference
+    assert len(resumed.calls) == len(uninterrupted.calls) - 2 * config.num_sequences
+
+    elsewhere = _RecordingEvaluator()
+    evaluate(elsewhere, KeptPieces(path, {**identity, "checkpoint": "ckpt-8"}))
+    assert len(elsewhere.calls) == len(uninterrupted.calls)

@@ -7,6 +7,7 @@ purpose and its indices, so a mode's output is a function of the checkpoint and 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -22,7 +23,7 @@ from vma_tf.data.omniglot import CharacterSet
 from vma_tf.errors import UserInputError
 from vma_tf.evaluation import few_shot
 from vma_tf.evaluation.bounds import BoundEstimate, BoundEvaluator
-from vma_tf.evaluation.progress import progress_bar
+from vma_tf.evaluation.progress import KeptPieces, progress_bar
 from vma_tf.models import AddressedMemory, MemoryReader
 from vma_tf.seeds import seed_for
 
@@ -110,7 +111,9 @@ def _diagnostic_means(model, estimates: list[BoundEstimate]) -> dict[str, float]
     }
 
 
-def conditional(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -> dict:
+def conditional(
+    model, test: CharacterSet, run: RunConfig, config: EvalConfig, kept: KeptPieces | None = None
+) -> dict:
     """Table 1 of both papers, in nats, each cell a mean over `num_sequences` draws with its
     standard error; None where the model cannot read so few images (n = 0 without a pseudo-input)
     or the run's layout does not score them (n < C with the classes first).
@@ -125,7 +128,11 @@ def conditional(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -
       the mass of their entry posterior on the context's entries of the target's class, against
       chance (those entries' share of the context), over the sequences' positions whose context
       holds both classes' entries.
+
+    Each C of each table, and each probe, is a piece of `kept`: a rerun after an interruption
+    computes only the pieces not yet kept.
     """
+    kept = KeptPieces() if kept is None else kept
     if max(config.shots) >= SEQUENCE_LENGTH or min(config.shots) < 0:
         raise UserInputError(f"--shots must lie in 0..{SEQUENCE_LENGTH - 1}, got {list(config.shots)}")
     per_class = config.per_class and model.reads_context
@@ -149,7 +156,7 @@ def conditional(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -
     bar = progress_bar(tables * len(config.classes) * draws + probes * config.probe_episodes, "conditional: draws")
     result = {
         **_cell_table(config, draws, lambda classes, index: _sequence_draw(
-            evaluator, images, config, scored(classes), classes, index, layout), bar),
+            evaluator, images, config, scored(classes), classes, index, layout), bar, kept, "sequence"),
         "num_sequences": config.num_sequences,
         "num_importance_samples": config.num_importance_samples,
         "sequence_sampling": layout.sampling,
@@ -157,28 +164,41 @@ def conditional(model, test: CharacterSet, run: RunConfig, config: EvalConfig) -
     }
     if per_class:
         result["per_class"] = _cell_table(config, draws, lambda classes, index: _per_class_draw(
-            evaluator, test, config, readable, classes, index), bar)
+            evaluator, test, config, readable, classes, index), bar, kept, "per_class")
     if probes:
-        result["probes"] = {"copy": _copy_probe(evaluator, test, config, bar)}
+        copy, was_kept = kept.get("copy_probe", lambda: _copy_probe(evaluator, test, config, bar))
+        bar.update(config.probe_episodes if was_kept else 0)
+        result["probes"] = {"copy": copy}
         if isinstance(model, MemoryReader):
-            result["probes"]["same_class_mass"] = _same_class_mass(model, images, config, layout)
+            result["probes"]["same_class_mass"] = kept.get(
+                "same_class_mass", lambda: _same_class_mass(model, images, config, layout))[0]
     bar.close()
     return result
 
 
-def _cell_table(config: EvalConfig, draws: int, draw: Callable[[int, int], dict[int, float]], bar: tqdm) -> dict:
+def _cell_table(
+    config: EvalConfig, draws: int, draw: Callable[[int, int], dict[int, float]], bar: tqdm, kept: KeptPieces,
+    name: str,
+) -> dict:
     """{"table": {C: {n: mean}}, "stderr": {C: {n: s.e.}}} over `draws` draws per C, each draw
-    (C, index) -> {n: NLL of that draw in nats} (n the model cannot read: absent)."""
-    table, stderr = {}, {}
-    for classes in config.classes:
+    (C, index) -> {n: NLL of that draw in nats} (n the model cannot read: absent). Each C is the
+    piece "<name>/<C>" of `kept`."""
+
+    def cells(classes: int) -> dict:
         values: dict[int, list[float]] = {shots: [] for shots in config.shots}
         for index in range(draws):
             for shots, nll_nats in draw(classes, index).items():
                 values[shots].append(nll_nats)
             bar.update()
         summaries = {shots: _mean_and_stderr(v) if v else (None, None) for shots, v in values.items()}
-        table[str(classes)] = {str(shots): mean for shots, (mean, _) in summaries.items()}
-        stderr[str(classes)] = {str(shots): err for shots, (_, err) in summaries.items()}
+        return {"table": {str(shots): mean for shots, (mean, _) in summaries.items()},
+                "stderr": {str(shots): err for shots, (_, err) in summaries.items()}}
+
+    table, stderr = {}, {}
+    for classes in config.classes:
+        piece, was_kept = kept.get(f"{name}/{classes}", functools.partial(cells, classes))
+        bar.update(draws if was_kept else 0)
+        table[str(classes)], stderr[str(classes)] = piece["table"], piece["stderr"]
     return {"table": table, "stderr": stderr}
 
 
@@ -577,6 +597,8 @@ def unserved_reason(mode: str, model, run: RunConfig) -> str | None:
 
 # Modes that need labelled test classes; the others serve every run.
 LABELLED_MODES = ("conditional", "memory_sweep", "classification")
+# Modes long enough to keep their pieces as they go (a `kept` argument): a rerun resumes them.
+RESUMABLE_MODES = ("conditional",)
 MODES: dict[str, Callable[..., dict]] = {
     "nll": nll,
     "conditional": conditional,

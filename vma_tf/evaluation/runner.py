@@ -2,7 +2,9 @@
 
 Outputs (default `LOGDIR/eval/<mode>.json`): the JSON result, a Markdown table beside it
 (`.md`) and, for modes with figures, PNGs with the same stem; the headline numbers and figures
-also go to TensorBoard, in LOGDIR/eval's events. The checkpoints are only read.
+also go to TensorBoard, in LOGDIR/eval's events. The checkpoints are only read. A long mode
+(modes.RESUMABLE_MODES) keeps its finished pieces in `<stem>.partial.json` until the outputs are
+written, so the same command rerun after an interruption resumes it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from vma_tf import checkpoints, files, summaries, tasks
 from vma_tf.config import SEQUENCE_SAMPLINGS, EvalConfig
 from vma_tf.errors import UserInputError, require_positive
 from vma_tf.evaluation import modes, reports
+from vma_tf.evaluation.progress import KeptPieces
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +102,18 @@ def run_evaluation(
     logger.info("reading the test split of %s (step %d's %s)", data.dataset, step, run.model.name)
     test = tasks.load_test_split(data)
 
+    folder, name = os.path.split(output_json)
+    stem = os.path.splitext(name)[0]
+    resumable = {}
+    if mode in modes.RESUMABLE_MODES:
+        # What the pieces are a function of: this checkpoint (its path and when it was written, as a
+        # retrained run may reach the same step) and every setting of the evaluation.
+        restored = os.path.join(checkpoints.checkpoint_dir(logdir), f"ckpt-{step}")  # numbered by its step
+        identity = {"checkpoint": os.path.abspath(restored), "written_ns": os.stat(f"{restored}.index").st_mtime_ns,
+                    "mode": mode, "data": dataclasses.asdict(data), "eval_config": dataclasses.asdict(config)}
+        resumable["kept"] = KeptPieces(os.path.join(folder, f"{stem}.partial.json"), identity)
     started = time.perf_counter()
-    result = modes.MODES[mode](model, test, run, config)
+    result = modes.MODES[mode](model, test, run, config, **resumable)
     images = result.pop("images", None)
     result["meta"] = {
         "mode": mode,
@@ -115,8 +128,6 @@ def run_evaluation(
         "eval_config": dataclasses.asdict(config),
     }
 
-    folder, name = os.path.split(output_json)
-    stem = os.path.splitext(name)[0]
     with files.output_set(os.path.abspath(folder) if folder else os.getcwd()) as staging:
         staged = []
         if mode in reports.FIGURES:
@@ -130,6 +141,8 @@ def run_evaluation(
             f.write(json.dumps(result, indent=2))
         with open(os.path.join(staging, f"{stem}.md"), "w") as f:
             f.write(reports.MARKDOWN[mode](result))
+    if resumable:
+        resumable["kept"].discard()
     events = summaries.write_evaluation(logdir, mode, result)
     logger.info("wrote %s; TensorBoard: %s", ", ".join(outputs), events)
     return result
