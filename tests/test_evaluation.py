@@ -483,3 +483,7 @@ def test_an_interrupted_conditional_evaluation_resumes_from_its_kept_pieces(tmp_
     elsewhere = _RecordingEvaluator()
     evaluate(elsewhere, KeptPieces(path, {**identity, "checkpoint": "ckpt-8"}))
     assert len(elsewhere.calls) == len(uninterrupted.calls)
+    for damaged in ("{not json", "[1, 2]", '{"identity": null}'):
+        with open(path, "w") as f:
+            f.write(damaged)
+        assert KeptPieces(path, identity).pieces == {}

@@ -3,6 +3,7 @@ kept on disk so that an interrupted evaluation resumes where it stopped."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -24,18 +25,18 @@ class KeptPieces:
     """The JSON-ready pieces of one evaluation computed so far (e.g. one C of a table), written to
     `path` after each, so that a rerun after an interruption computes only the rest. A piece is a
     function of its key and of `identity` (the checkpoint and the evaluation's settings), so a kept
-    piece is the one the rerun would compute; a file of another identity is ignored and replaced.
-    Without a path nothing is kept."""
+    piece is the one the rerun would compute; a file of another identity, or one that is not such a
+    record, is ignored and replaced. Without a path nothing is kept."""
 
     def __init__(self, path: str | None = None, identity: dict | None = None):
         self.path = path
         self.identity = json.loads(json.dumps(identity))  # as it reads back: tuples become lists
         self.pieces: dict[str, Any] = {}
         if path and os.path.isfile(path):
-            with open(path) as f:
+            with open(path) as f, contextlib.suppress(ValueError, AttributeError, KeyError, TypeError):
                 kept = json.load(f)
-            if kept.get("identity") == self.identity:
-                self.pieces = kept["pieces"]
+                if kept.get("identity") == self.identity:
+                    self.pieces = dict(kept["pieces"])
 
     def get(self, key: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
         """(the piece `key`, whether it was kept from before): computed and written when new. The
