@@ -106,11 +106,11 @@ def run_evaluation(
     stem = os.path.splitext(name)[0]
     resumable = {}
     if mode in modes.RESUMABLE_MODES:
-        # What the pieces are a function of: this checkpoint (its path and when it was written, as a
-        # retrained run may reach the same step) and every setting of the evaluation.
-        restored = os.path.join(checkpoints.checkpoint_dir(logdir), f"ckpt-{step}")  # numbered by its step
-        identity = {"checkpoint": os.path.abspath(restored), "written_ns": os.stat(f"{restored}.index").st_mtime_ns,
-                    "mode": mode, "data": dataclasses.asdict(data), "eval_config": dataclasses.asdict(config)}
+        # What the pieces are a function of: the restored checkpoint (the run and its step, as
+        # restore_model reports it; no second look at the files, which a training run may rotate)
+        # and every setting of the evaluation.
+        identity = {"logdir": os.path.abspath(logdir), "checkpoint_step": step, "mode": mode,
+                    "data": dataclasses.asdict(data), "eval_config": dataclasses.asdict(config)}
         resumable["kept"] = KeptPieces(os.path.join(folder, f"{stem}.partial.json"), identity)
     started = time.perf_counter()
     result = modes.MODES[mode](model, test, run, config, **resumable)
