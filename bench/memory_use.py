@@ -156,7 +156,6 @@ def main(argv):
     training.validate(config)
     task = tasks.build_task(config)
     dataset_from = task.training_data()
-    training.use_run_settings(config.train)
     trainer = training.build_trainer(config, task)
     if not isinstance(trainer.model, AddressedMemory):
         raise app.UsageError("the probes need a model with an address (VMA)")

@@ -38,7 +38,6 @@ def train_step_ms() -> dict:
     config = train_entry.run_config()
     task = tasks.build_task(config)
     dataset_from = task.training_data()
-    training.use_run_settings(config.train)
     trainer = training.build_trainer(config, task)
     batches = iter(dataset_from(0))
     for _ in range(8):

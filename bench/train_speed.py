@@ -213,7 +213,6 @@ def sweep_config(config: RunConfig, model: str, memory_size: int) -> RunConfig:
 def sweep_point(config: RunConfig) -> float:
     task = tasks.build_task(config)
     dataset_from = task.training_data()
-    training.use_run_settings(config.train)
     trainer = training.build_trainer(config, task)
     steps_per_sec = timed_steps(trainer, iter(dataset_from(0)), 3, FLAGS.sweep_steps)
     del trainer
@@ -229,7 +228,6 @@ def main(argv):
     config = train_entry.run_config()
     task = training.validate(config)
     dataset_from = task.training_data()
-    training.use_run_settings(config.train)
     trainer = training.build_trainer(config, task)
     iterator = iter(dataset_from(0))
 

@@ -46,7 +46,6 @@ MIRRORED_AGAINST_ONE_DEVICE = textwrap.dedent("""
 
     config = _config(strategy="mirrored", weight_decay=1e-3)
     task, batch = tasks.build_task(config), _batch()
-    training.use_run_settings(config.train)  # the seed of the initial weights
     mirrored = training.build_trainer(config, task)
     seed = seed_for(0, mirrored.step, 1)
 
@@ -61,7 +60,6 @@ MIRRORED_AGAINST_ONE_DEVICE = textwrap.dedent("""
     # One device, the same global batch: each replica's half with that replica's seed, the loss
     # and the metrics weighted by the half's share of the targets.
     single_device = dataclasses.replace(config, train=dataclasses.replace(config.train, strategy="default"))
-    training.use_run_settings(single_device.train)  # the same initial weights
     single = training.build_trainer(single_device, task)
     variables = single.model.trainable_variables
     same_init = all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(variables, mirrored.model.trainable_variables))
@@ -123,12 +121,11 @@ def test_a_batch_that_does_not_split_evenly_is_refused():
 def test_one_step_runs_with_a_finite_loss(train):
     config = _config(**train)
     try:
-        training.use_run_settings(config.train)
         trainer = training.build_trainer(config, tasks.build_task(config))
         trainer.train_step(_batch())
         metrics = trainer.read_metrics()
     finally:
-        keras.mixed_precision.set_global_policy("float32")  # use_run_settings sets it process-wide
+        keras.mixed_precision.set_global_policy("float32")  # build_trainer sets it process-wide
     assert int(trainer.step.numpy()) == 1 and metrics["skipped_nonfinite"] == 0
     assert np.isfinite(metrics["loss_nats"]) and 300 < metrics["loss_nats"] < 700  # ~ 26*26*log 2 untrained
     if train.get("mixed_precision"):
@@ -148,7 +145,6 @@ STEPS_ON_A_CLUSTER = textwrap.dedent("""
     from vma_tf import tasks, training
 
     config = _config(strategy=sys.argv[2])
-    training.use_run_settings(config.train)  # every process starts from the same weights
     trainer = training.build_trainer(config, tasks.build_task(config))
     losses, seconds = [], []
     for step in range(int(sys.argv[3])):

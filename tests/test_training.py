@@ -285,3 +285,27 @@ def test_the_learning_rate_schedule_changes_at_its_steps_and_resumes_on_them(tmp
     resumed = training.build_trainer(config, tasks.build_task(config))
     assert resumed.restore() == 3
     np.testing.assert_allclose(rates(resumed, range(3, 6)), expected[3:], rtol=1e-6)
+
+
+def test_one_config_builds_the_same_initial_weights_whatever_was_drawn_before(tmp_path):
+    """build_trainer seeds the initial weights from the config's seed, so a library user who builds
+    a trainer after other random draws gets the weights train.py gets; another seed, others."""
+    from test_distribute import _config
+
+    from vma_tf import tasks, training
+
+    config = _config()
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, logdir=str(tmp_path)))
+
+    def initial_weights(config):
+        return [v.numpy() for v in training.build_trainer(config, tasks.build_task(config)).model.trainable_variables]
+
+    first = initial_weights(config)
+    tf.random.uniform([3])
+    np.random.rand(3)
+    tf.keras.utils.set_random_seed(config.train.seed + 1)
+    again = initial_weights(config)
+    other_seed = dataclasses.replace(config.train, seed=config.train.seed + 1)
+    reseeded = initial_weights(dataclasses.replace(config, train=other_seed))
+    assert len(first) > 4 and all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, reseeded, strict=True))

@@ -6,10 +6,10 @@ once memory.py has checked that a step fits in the host's memory."""
 from vma_tf.training.distribute import is_chief, make_strategy, replica_share
 from vma_tf.training.loop import PRECISIONS, TrainingResult, train, validate
 from vma_tf.training.memory import largest_tensor, least_weight_bytes, require_fits_in_memory
-from vma_tf.training.trainer import Trainer, build_optimizer, build_trainer, use_run_settings, weight_decay_variables
+from vma_tf.training.trainer import Trainer, build_optimizer, build_trainer, weight_decay_variables
 
 __all__ = [
     "PRECISIONS", "Trainer", "TrainingResult", "build_optimizer", "build_trainer", "is_chief", "largest_tensor",
-    "least_weight_bytes", "make_strategy", "replica_share", "require_fits_in_memory", "train", "use_run_settings",
-    "validate", "weight_decay_variables",
+    "least_weight_bytes", "make_strategy", "replica_share", "require_fits_in_memory", "train", "validate",
+    "weight_decay_variables",
 ]

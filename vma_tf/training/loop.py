@@ -25,7 +25,7 @@ from vma_tf.data.episodes import Episode
 from vma_tf.errors import RunDivergedError, RunInterruptedError, UserInputError, require_positive
 from vma_tf.training.distribute import local_share
 from vma_tf.training.memory import largest_tensor, least_output_bytes, least_weight_bytes, require_fits_in_memory
-from vma_tf.training.trainer import Trainer, build_trainer, use_run_settings
+from vma_tf.training.trainer import Trainer, build_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,6 @@ def train(config: RunConfig) -> TrainingResult:
     logger.info("building %s", config.model.name)
     weight_bytes = least_weight_bytes(config.model, config.data.image_size)
     require_fits_in_memory(weight_bytes)
-    use_run_settings(config.train)
     trainer = build_trainer(config, task)
     # A batch's absent fields are None, not the dataset's NoneTensorSpec: then the first step reuses this trace.
     batch_spec = Episode(*(spec if isinstance(spec, tf.TensorSpec) else None for spec in dataset_from(0).element_spec))

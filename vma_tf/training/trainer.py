@@ -51,10 +51,9 @@ def image_grid(images: tf.Tensor, columns: int) -> tf.Tensor:
     return tf.reshape(grid, [1, rows * height, columns * width, 1])
 
 
-def use_run_settings(train: TrainConfig) -> None:
+def _use_run_settings(train: TrainConfig) -> None:
     """Sets what a run sets for the whole process: Keras's dtype policy (--mixed_precision) and
-    its random seed, from which the model's initial weights are drawn. The entry points call it
-    before build_trainer."""
+    its random seed, from which the model's initial weights are drawn."""
     keras.mixed_precision.set_global_policy(train.mixed_precision)
     keras.utils.set_random_seed(train.seed)
 
@@ -70,7 +69,9 @@ def build_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
 
 def build_trainer(config: RunConfig, task: tasks.Task) -> Trainer:
     """The Trainer of `config`'s run: its strategy, and under the strategy's scope the model and
-    the optimizer. Under the process's settings (use_run_settings)."""
+    the optimizer. It first sets the run's dtype policy and seed for the whole process, as Keras
+    keeps them, so that one config always builds the same initial weights."""
+    _use_run_settings(config.train)
     strategy = make_strategy(config.train.strategy)
     with strategy.scope():
         model = build_model(config.model, config.data.image_size)
