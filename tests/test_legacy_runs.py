@@ -24,7 +24,7 @@ from vma_tf.errors import UserInputError
 LEGACY_RUNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "runs_2026_11_30")
 SMALL = dict(checkpoint_every=2, max_checkpoints=1, log_every=1, image_summary_every=1000, export=False,
              latent_dim=4, embed_dim=8, hidden_units=8, conv_channels=4)
-# train.py's flags of each run, as RunConfig.from_flagfile's keywords, in the names of the day
+# train.py's flags of each run, as config_from_flagfile's keywords, in the names of the day
 # (--memory and --batch_size, now aliases of --task and --images_per_batch).
 COMMANDS = {
     "few_shot_vma": ("smoke.flags", {}),
@@ -40,7 +40,8 @@ WITH_CHECKPOINTS = ("few_shot_vma", "learned_vma", "recall_soft_attention")
 def _config(name: str, logdir: str, data_dir: str, cache_dir: str | None, **changes) -> RunConfig:
     flagfile, flags = COMMANDS[name]
     folders = dict(data_dir=data_dir, **({"cache_dir": cache_dir} if cache_dir else {}))
-    return RunConfig.from_flagfile(flagfile, **{**SMALL, **flags, **folders, "logdir": logdir, "steps": 2, **changes})
+    settings = {**SMALL, **flags, **folders, "logdir": logdir, "steps": 2, **changes}
+    return vma_tf.config_from_flagfile(flagfile, **settings)
 
 
 def _copy(name: str, tmp_path) -> str:

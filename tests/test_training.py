@@ -130,12 +130,12 @@ def test_an_allocation_that_fails_after_the_estimate_ends_in_one_line(monkeypatc
 def test_the_memory_estimate_counts_every_variable_four_times_and_the_decoders_output():
     """Checked against an independent count: the eager model's variables, and the decoder's
     Bernoulli logits [K, B, S, S, 1] in float32, which the step must hold at once."""
+    import vma_tf
     from vma_tf import models, tasks, training
-    from vma_tf.cli.train import run_config_from_flagfile
     from vma_tf.data.episodes import Episode
 
-    config = run_config_from_flagfile("smoke.flags", num_samples=3, classes_per_batch=2, targets_per_class=2,
-                                      memory_per_class=2)
+    config = vma_tf.config_from_flagfile("smoke.flags", num_samples=3, classes_per_batch=2, targets_per_class=2,
+                                         memory_per_class=2)
     eager = models.build_model(config.model, 26)
     weights = 4 * 4 * sum(int(np.prod(v.shape)) for v in eager.variables)
     assert training.least_weight_bytes(config.model, config.data.image_size) == weights

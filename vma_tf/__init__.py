@@ -17,7 +17,7 @@ From Python:
   vma_tf.load(path)            an export (`ExportedModel`: sample, log_likelihood,
                                address_posterior, attention), NumPy in and out.
   vma_tf.preprocess(d, size)   a drawing (file, PIL image or array) as a model input.
-  RunConfig.from_flagfile(path, **overrides), vma_tf.train(config), vma_tf.evaluate(logdir,
+  vma_tf.config_from_flagfile(path, **overrides), vma_tf.train(config), vma_tf.evaluate(logdir,
   mode, ...): what train.py and eval.py do, returning what they write.
 Importing vma_tf does not import TensorFlow; the functions that need it do.
 """
@@ -39,6 +39,15 @@ def load(name_or_path):
     from vma_tf.serving import load as load_export
 
     return load_export(name_or_path)
+
+
+def config_from_flagfile(path: str, **overrides) -> RunConfig:
+    """The run `python train.py --flagfile=path --name=value ...` would train, one override per
+    flag (`steps=500`, `logdir="runs/mine"`, `mlp_units=[256, 128]`); UserInputError names an
+    unknown flag or a bad value. The flags are train.py's, so they are read by its module."""
+    from vma_tf.cli.train import run_config_from_flagfile
+
+    return run_config_from_flagfile(path, **overrides)
 
 
 def train(config: RunConfig) -> dict[str, float]:
@@ -69,4 +78,5 @@ def evaluate(
     return runner.run_evaluation(logdir, mode, config, data_dir=data_dir, output_json=output_json)
 
 
-__all__ = ["EvalConfig", "RunConfig", "UserInputError", "evaluate", "load", "preprocess", "train"]
+__all__ = ["EvalConfig", "RunConfig", "UserInputError", "config_from_flagfile", "evaluate", "load", "preprocess",
+           "train"]

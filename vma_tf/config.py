@@ -241,15 +241,6 @@ class RunConfig:
     task: str = "few_shot"
 
     @classmethod
-    def from_flagfile(cls, path: str, **overrides) -> RunConfig:
-        """The run `python train.py --flagfile=path --name=value ...` would train, one override per
-        flag (`steps=500`, `logdir="runs/mine"`, `mlp_units=[256, 128]`); UserInputError names
-        an unknown flag or a bad value."""
-        from vma_tf.cli.train import run_config_from_flagfile
-
-        return run_config_from_flagfile(path, **overrides)
-
-    @classmethod
     def from_dict(cls, values: dict) -> RunConfig:
         """The inverse of `dataclasses.asdict`, for reading `config.json`. A missing field takes its
         default and a field of earlier versions is read into its current place
