@@ -1,9 +1,11 @@
-"""Scores an export of a model trained on few-shot Omniglot with its own reader, independent of vma_tf:
+"""Scores an export with its own reader of the test data, independent of vma_tf:
 
     python bench/check_pretrained.py --saved_model=pretrained/vma-omniglot/saved_model \
         --data_dir=../shared/data [--output=bench/results/pretrained_vma-omniglot.json]
     python bench/check_pretrained.py --saved_model=pretrained/vae-omniglot/saved_model \
         --data_dir=../shared/data --max_nll=93
+    python bench/check_pretrained.py --protocol=sequences --saved_model=../runs/omniglot_gmn/saved_model \
+        --data_dir=../shared/data --classes=1 [--max_nll_at=n:nats,...]
 
 `import vma_tf` is made impossible before anything else. The script reads the 45/5 split's five
 test alphabets (Rezende et al. 2016, the VMA paper's section 4.2) straight from Omniglot's
@@ -20,6 +22,15 @@ archive, preprocesses them as the paper says (the top-left 104x104 of each 105x1
 
 It exits 1 when a number misses the bar given by --max_nll, --min_5way1shot, --min_20way1shot
 (VMA: the paper's 68.8 nats, 0.91 and 0.77, with room for noise; the paper's VAE: 90.8 nats).
+
+--protocol=sequences scores a model trained on the GMN authors' 28x28 arrays by both papers'
+Table 1 (Bartunov & Vetrov 2017, section 3), as the authors' code samples it: it reads
+`<data_dir>/omniglot_gmn/test_small.npz` itself (one uint8 [20, 784] array per character, ink =
+0), and each sequence draws --classes characters, then each of its 20 positions' character among
+them and its drawing among the character's 20, all with replacement. The NLL of the drawing at
+position n given the n before it (`log_likelihood` with memory = those n) is averaged over the
+sequences for n in TABLE1_POSITIONS from the export's min_memory_size on, with its standard error.
+It exits 1 when a mean misses its --max_nll_at bar.
 """
 
 import argparse
@@ -36,6 +47,8 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 TEST_ALPHABETS = ("Tengwar", "Sylheti", "Tibetan", "Syriac_(Serto)", "ULOG")
+TABLE1_POSITIONS = (0, 1, 2, 3, 4, 5, 10, 19)  # the columns of both papers' Table 1
+SEQUENCE_LENGTH = 20
 
 
 def test_characters(data_dir: str) -> np.ndarray:
@@ -80,21 +93,53 @@ def one_shot_accuracy(model, characters: np.ndarray, ways: int, episodes: int, r
     return correct / (ways * episodes)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--saved_model", required=True)
-    parser.add_argument("--data_dir", required=True)
-    parser.add_argument("--output", default=None)
-    parser.add_argument("--num_importance_samples", type=int, default=200)
-    parser.add_argument("--nll_episodes", type=int, default=32)
-    parser.add_argument("--classification_episodes", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max_nll", type=float, default=71.0)
-    parser.add_argument("--min_5way1shot", type=float, default=0.88)
-    parser.add_argument("--min_20way1shot", type=float, default=0.72)
-    args = parser.parse_args()
+def gmn_test_characters(data_dir: str) -> np.ndarray:
+    """float32 [C, 20, 28, 28, 1]: the GMN authors' test characters, ink = 1."""
+    with np.load(os.path.join(data_dir, "omniglot_gmn", "test_small.npz")) as arrays:
+        drawings = [arrays[key] for key in sorted(arrays.files)]
+    return (np.asarray(drawings) == 0).astype(np.float32).reshape(len(drawings), 20, 28, 28, 1)
 
-    model = tf.saved_model.load(args.saved_model)
+
+def sequence_nll(model, characters: np.ndarray, classes: int, sequences: int, samples: int,
+                 rng: np.random.Generator) -> dict:
+    """{n: (mean NLL of position n given positions 0..n-1, its standard error)} in nats."""
+    log_likelihood = model.signatures["log_likelihood"]
+    reads_memory = "memory" in log_likelihood.structured_input_signature[1]
+    held = getattr(model, "min_memory_size", None)
+    least = int(held.numpy()) if held is not None else int(reads_memory)
+    positions = [n for n in TABLE1_POSITIONS if n >= least]
+    values = {n: [] for n in positions}
+    for _ in range(sequences):
+        chosen = rng.integers(len(characters), size=classes)[rng.integers(classes, size=SEQUENCE_LENGTH)]
+        sequence = characters[chosen, rng.integers(characters.shape[1], size=SEQUENCE_LENGTH)]
+        for n in positions:
+            memory = {"memory": tf.constant(sequence[:n])} if reads_memory else {}
+            result = log_likelihood(x=tf.constant(sequence[n : n + 1]), num_samples=tf.constant(samples), **memory)
+            values[n].append(float(result["nll_nats"].numpy()[0]))
+    return {n: (float(np.mean(v)), float(np.std(v, ddof=1) / np.sqrt(len(v)))) for n, v in values.items()}
+
+
+def check_sequences(model, args) -> tuple[dict, dict]:
+    """The result and {bar: met} of --protocol=sequences."""
+    bars_at = args.max_nll_at or {}
+    table = sequence_nll(model, gmn_test_characters(args.data_dir), args.classes, args.num_sequences,
+                         args.num_importance_samples, np.random.default_rng(args.seed))
+    missing = sorted(set(bars_at) - set(table))
+    if missing:
+        sys.exit(f"check_pretrained.py: --max_nll_at names positions {missing} that are not scored ({sorted(table)})")
+    result = {
+        "saved_model": args.saved_model, "protocol": "sequences, the GMN authors' sampler (with replacement)",
+        "classes": args.classes, "num_sequences": args.num_sequences,
+        "num_importance_samples": args.num_importance_samples, "seed": args.seed,
+        "nll_nats": {n: mean for n, (mean, _) in table.items()},
+        "nll_stderr": {n: stderr for n, (_, stderr) in table.items()},
+        "bars": {"max_nll_at": bars_at},
+    }
+    return result, {f"nll_at_{n}": table[n][0] <= nats for n, nats in bars_at.items()}
+
+
+def check_few_shot(model, args) -> tuple[dict, dict]:
+    """The result and {bar: met} of --protocol=few_shot."""
     characters = test_characters(args.data_dir)
     rng = np.random.default_rng(args.seed)
     result = {
@@ -112,6 +157,43 @@ def main() -> None:
             bars[name] = result[name] >= least
             result["bars"][f"min_{name}"] = least
         result["classification_episodes"] = args.classification_episodes
+    return result, bars
+
+
+def position_bars(text: str) -> dict[int, float]:
+    """--max_nll_at's "n:nats,...", as {n: nats}."""
+    try:
+        return {int(n): float(nats) for n, nats in (item.split(":") for item in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected n:nats,... (e.g. 1:86,19:50), got {text!r}") from None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protocol", choices=("few_shot", "sequences"), default="few_shot")
+    parser.add_argument("--saved_model", required=True)
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--output", default=None)
+    parser.add_argument("--num_importance_samples", type=int, default=200)
+    parser.add_argument("--nll_episodes", type=int, default=32)
+    parser.add_argument("--classification_episodes", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max_nll", type=float, default=71.0)
+    parser.add_argument("--min_5way1shot", type=float, default=0.88)
+    parser.add_argument("--min_20way1shot", type=float, default=0.72)
+    parser.add_argument("--classes", type=int, default=1, help="sequences: characters per sequence (C)")
+    parser.add_argument("--num_sequences", type=int, default=100, help="sequences: how many")
+    parser.add_argument("--max_nll_at", type=position_bars, default=None,
+                        help="sequences: bars as n:nats,... (the mean NLL of position n given the n before it)")
+    args = parser.parse_args()
+    data_file = (os.path.join("omniglot_gmn", "test_small.npz") if args.protocol == "sequences"
+                 else os.path.join("omniglot", "images_evaluation.zip"))
+    for needed in (os.path.join(args.saved_model, "saved_model.pb"), os.path.join(args.data_dir, data_file)):
+        if not os.path.isfile(needed):
+            sys.exit(f"check_pretrained.py: error: missing {needed}")
+
+    model = tf.saved_model.load(args.saved_model)
+    result, bars = (check_sequences if args.protocol == "sequences" else check_few_shot)(model, args)
     result["bars"]["met"] = bars
     print(json.dumps(result, indent=1))
     if args.output:

@@ -1,10 +1,12 @@
 """The pretrained models: each loads by name, is small, has a model card, and meets the paper's bars
 when an independent reader scores it (bench/check_pretrained.py)."""
 
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import REPO
 
@@ -53,3 +55,47 @@ def test_an_omniglot_model_meets_the_papers_bars_read_independently(name, data_d
         capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
+
+
+def test_the_sequence_reader_scores_what_the_package_scores(gmn_data_dir, cache_dir, tmp_path):
+    """bench/check_pretrained.py --protocol=sequences, with its own reader of the GMN authors'
+    arrays and its own sampler, gives exactly the NLL that the package's reader and export give on
+    the same sequences (the export's log_likelihood draws with a fixed seed); a missed bar ends the
+    run with exit status 1, naming it."""
+    from vma_tf.config import RunConfig
+    from vma_tf.data import omniglot_gmn
+
+    logdir = tmp_path / "run"
+    trained = subprocess.run(
+        [sys.executable, os.path.join(REPO, "train.py"), "--flagfile=smoke_gmn.flags", "--dataset=omniglot_gmn",
+         "--split=lake", "--image_size=28", "--steps=2", "--log_every=1", "--checkpoint_every=2",
+         "--image_summary_every=1000", f"--data_dir={gmn_data_dir}", f"--cache_dir={cache_dir}", f"--logdir={logdir}"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    output = tmp_path / "check.json"
+    checked = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "check_pretrained.py"), "--protocol=sequences",
+         f"--saved_model={logdir / 'saved_model'}", f"--data_dir={gmn_data_dir}", "--classes=2",
+         "--num_sequences=3", "--num_importance_samples=5", "--seed=3", "--max_nll_at=0:1,19:1e6",
+         f"--output={output}"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert checked.returncode == 1 and checked.stderr.strip().splitlines()[-1].endswith("missed: nll_at_0")
+    with open(output) as f:
+        result = json.load(f)
+
+    with open(logdir / "config.json") as f:
+        test = omniglot_gmn.load_splits(RunConfig.from_dict(json.load(f)).data)["test"]
+    model = vma_tf.load(logdir / "saved_model")
+    positions = [n for n in (0, 1, 2, 3, 4, 5, 10, 19) if n >= model.min_memory_size]
+    rng = np.random.default_rng(3)
+    expected = {n: [] for n in positions}
+    for _ in range(3):
+        chosen = rng.integers(test.num_classes, size=2)[rng.integers(2, size=20)]
+        sequence = test.images[chosen, rng.integers(test.images_per_class, size=20)].astype(np.float32)[..., None]
+        for n in positions:
+            expected[n].append(model.log_likelihood(sequence[n : n + 1], memory=sequence[:n], num_samples=5)[0])
+    assert positions[0] == 0 and list(result["nll_nats"]) == [str(n) for n in positions]
+    for n in positions:
+        assert result["nll_nats"][str(n)] == pytest.approx(np.mean(expected[n]), rel=1e-5), n
