@@ -62,7 +62,7 @@ def test_the_address_panel_shows_each_samples_posterior_over_the_drawings(vma):
     drawings = [EXAMPLE, _ring(), _cross()]
     panel = demo.panel(vma, drawings, NUM_SAMPLES, seed=3)
     assert panel.shape == ((1 + NUM_SAMPLES) * CELL * demo.ZOOM, (1 + 3) * CELL * demo.ZOOM, 3)
-    memory = demo.memory_of(drawings, vma.image_size)
+    memory = demo.memory_of(drawings, vma)
     drawn = vma.sample(memory, num_samples=NUM_SAMPLES, seed=3)
     posterior = vma.address_posterior(drawn["images"], memory)
     size = vma.image_size
@@ -83,7 +83,7 @@ def test_the_context_panel_shows_samples_given_the_first_k_drawings(gmn_export):
     drawings = [_ring(), _cross()]
     panel = demo.panel(gmn, drawings, NUM_SAMPLES, seed=5)
     assert panel.shape == (2 * CELL * demo.ZOOM, (2 + 1 + NUM_SAMPLES) * CELL * demo.ZOOM, 3)
-    memory = demo.memory_of(drawings, gmn.image_size)
+    memory = demo.memory_of(drawings, gmn)
     for shown in (1, 2):
         samples = gmn.sample(memory[:shown], num_samples=NUM_SAMPLES, seed=5)["images"]
         for column in range(NUM_SAMPLES):

@@ -92,3 +92,32 @@ def test_an_unreadable_file_is_refused_naming_it(tmp_path):
     path.write_text("not an image")
     with pytest.raises(UserInputError, match="notes.png is not a readable image"):
         drawings.preprocess(str(path), 26)
+
+
+def test_area_downscaling_looks_like_the_gmn_authors_arrays(data_dir, gmn_data_dir):
+    """For 10 training characters, each of the authors' thin-stroked 28x28 arrays is closer to its
+    nearest area-downscaled original than to its nearest max-pooled one, and area-downscaling inks
+    about as much as the arrays do (max-pooling: half again as much)."""
+    with np.load(os.path.join(gmn_data_dir, "omniglot_gmn", "train_small.npz")) as authors:
+        keys = sorted(authors.files)[::97][:10]
+        arrays = {key: (authors[key] == 0).reshape(20, 28, 28) for key in keys}
+    ink = {"arrays": np.mean([array.mean() for array in arrays.values()]), "area": [], "max_pool": []}
+    with zipfile.ZipFile(os.path.join(data_dir, "omniglot", "images_background.zip")) as archive:
+        names = archive.namelist()
+        for key, array in arrays.items():
+            alphabet, character = key.split("/")[1:]
+            originals = [np.asarray(Image.open(io.BytesIO(archive.read(name))).convert("L")) for name in sorted(names)
+                         if f"/{alphabet}/{character}/" in name and name.endswith(".png")]
+            differing = {}
+            for downscale in ("area", "max_pool"):
+                ours = np.stack([drawings.preprocess(o, 28, downscale=downscale)[..., 0] for o in originals]) > 0
+                differing[downscale] = np.mean([min(np.mean(a != b) for b in ours) for a in array])
+                ink[downscale].append(ours.mean())
+            assert differing["area"] < differing["max_pool"], (key, differing)
+    assert abs(np.mean(ink["area"]) - ink["arrays"]) < 0.015 and np.mean(ink["max_pool"]) - ink["arrays"] > 0.03
+
+
+def test_the_datasets_downscale_is_named_and_an_unknown_one_refused(raw_drawing):
+    assert drawings.downscale_of("omniglot_gmn") == "area" and drawings.downscale_of("omniglot") == "max_pool"
+    with pytest.raises(UserInputError, match=r"downscale must be one of \('max_pool', 'area'\), got 'bicubic'"):
+        drawings.preprocess(raw_drawing, 28, downscale="bicubic")

@@ -330,3 +330,36 @@ def test_each_model_class_checks_the_settings_it_reads():
     with pytest.raises(UserInputError, match=r"--num_samples must be at least 2 for --model=vma \(VIMCO\)"):
         models.validate(ModelConfig(), 26, "few_shot", num_samples=1)
     models.validate(ModelConfig(name="vae", prior="uniform", gmn_hops=0), 26, "none", num_samples=1)  # not its own
+
+
+def test_an_export_brings_drawings_to_its_size_as_its_training_drawings_were(tmp_path):
+    """The export records its drawing_downscale, and both vma_tf.load and sample.py bring a user's
+    drawing to the model's size that way."""
+    from PIL import Image
+
+    import vma_tf
+    from vma_tf.data.drawings import preprocess
+
+    model = build_model(ModelConfig(**SMALL), S)
+    stroke = np.full((105, 105), 255, np.uint8)
+    for offset in range(-3, 4):  # a 7-pixel-wide diagonal, dark on white
+        stroke[np.arange(10, 95), np.arange(10, 95) + offset] = 0
+    Image.fromarray(stroke).save(tmp_path / "stroke.png")
+    for downscale in ("area", "max_pool"):
+        export_saved_model(model, S, str(tmp_path / downscale), drawing_downscale=downscale)
+    inputs = {downscale: preprocess(stroke, S, downscale=downscale)[np.newaxis] for downscale in ("area", "max_pool")}
+    assert inputs["area"].sum() < inputs["max_pool"].sum()
+    for downscale, image in inputs.items():
+        loaded = vma_tf.load(tmp_path / downscale)
+        assert loaded.drawing_downscale == downscale
+        np.testing.assert_array_equal(loaded.log_likelihood([stroke], [stroke], num_samples=3),
+                                      loaded.log_likelihood(image, image, num_samples=3))
+        result = subprocess.run(
+            [sys.executable, os.path.join(os.path.dirname(os.path.dirname(__file__)), "sample.py"),
+             f"--saved_model={tmp_path / downscale}", f"--memory={tmp_path / 'stroke.png'}", "--samples_per_image=1",
+             "--zoom=1", f"--output={tmp_path / downscale}.png"],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        memory_cell = np.asarray(Image.open(tmp_path / f"{downscale}.png"))[1 : S + 1, 1 : S + 1]
+        np.testing.assert_array_equal(memory_cell < 128, image[0, ..., 0] > 0)

@@ -61,7 +61,7 @@ def test_the_sequence_reader_scores_what_the_package_scores(gmn_data_dir, cache_
     """bench/check_pretrained.py --protocol=sequences, with its own reader of the GMN authors'
     arrays and its own sampler, gives exactly the NLL that the package's reader and export give on
     the same sequences (the export's log_likelihood draws with a fixed seed); a missed bar ends the
-    run with exit status 1, naming it."""
+    run with exit status 1, naming it. The export of a run on those arrays area-downscales drawings."""
     from vma_tf.config import RunConfig
     from vma_tf.data import omniglot_gmn
 
@@ -88,6 +88,7 @@ def test_the_sequence_reader_scores_what_the_package_scores(gmn_data_dir, cache_
     with open(logdir / "config.json") as f:
         test = omniglot_gmn.load_splits(RunConfig.from_dict(json.load(f)).data)["test"]
     model = vma_tf.load(logdir / "saved_model")
+    assert model.drawing_downscale == "area"  # the authors' arrays' thin strokes, for a user's drawings
     positions = [n for n in (0, 1, 2, 3, 4, 5, 10, 19) if n >= model.min_memory_size]
     rng = np.random.default_rng(3)
     expected = {n: [] for n in positions}

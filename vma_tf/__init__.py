@@ -16,7 +16,8 @@ Layout (data → nets → models → tasks and objectives → training / evaluat
 From Python:
   vma_tf.load(path)            an export (`ExportedModel`: sample, log_likelihood,
                                address_posterior, attention), NumPy in and out.
-  vma_tf.preprocess(d, size)   a drawing (file, PIL image or array) as a model input.
+  vma_tf.preprocess(d, size)   a drawing (file, PIL image or array) as a model input
+                               (downscale="area" for models of the GMN authors' arrays).
   vma_tf.config_from_flagfile(path, **overrides), vma_tf.train(config), vma_tf.evaluate(logdir,
   mode, ...): what train.py and eval.py do, returning what they write.
 Importing vma_tf does not import TensorFlow; the functions that need it do.

@@ -64,9 +64,11 @@ def _has_strokes(canvas: np.ndarray) -> bool:
     return canvas.size > 0 and bool(np.any(canvas != canvas.reshape(-1, canvas.shape[-1])[0]))
 
 
-def memory_of(drawings: Sequence[Drawing], size: int) -> np.ndarray:
-    """The drawings as a memory: float32 [n, size, size, 1]; each drawing named in any refusal."""
-    return np.stack([preprocess(drawing, size, name=_name(drawing, index)) for index, drawing in enumerate(drawings)])
+def memory_of(drawings: Sequence[Drawing], model: ExportedModel) -> np.ndarray:
+    """The drawings as the model's memory: float32 [n, S, S, 1], brought to its size as its
+    training drawings were; each drawing named in any refusal."""
+    return np.stack([preprocess(drawing, model.image_size, name=_name(drawing, index),
+                                downscale=model.drawing_downscale) for index, drawing in enumerate(drawings)])
 
 
 def _name(drawing: Drawing, index: int) -> str:
@@ -75,7 +77,7 @@ def _name(drawing: Drawing, index: int) -> str:
 
 def panel(model: ExportedModel, drawings: Sequence[Drawing], num_samples: int, seed: int) -> np.ndarray:
     """What `model` draws from `drawings`: uint8 RGB [H, W, 3] (see the module docstring)."""
-    memory = memory_of(drawings, model.image_size)
+    memory = memory_of(drawings, model)
     if "address_posterior" in model.signatures:
         return address_panel(model, memory, num_samples, seed)
     return context_panel(model, memory, num_samples, seed)

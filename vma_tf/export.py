@@ -21,6 +21,9 @@ encodes a large memory once and queries it many times (memory and time per query
     encode_memory's outputs instead of the memory's images.
     min_memory_size: an int32 variable, the fewest memory images the signatures accept (0: GMN with
     a pseudo-input samples and scores without any).
+    drawing_downscale: a string variable, how the training drawings were brought to H x W
+    ("max_pool" or "area", vma_tf/data/drawings.py), so that a client brings a user's drawing to
+    the model's size the same way.
 Images are in [0, 1] with ink = 1, H = W = the model's image size. Every signature refuses
 images with NaN, inf or pixels outside [0, 1], a negative num_samples, and a memory smaller than
 min_memory_size, with an InvalidArgumentError naming the input. An empty batch x ([0,H,W,1]) or
@@ -37,6 +40,7 @@ import tensorflow as tf
 
 from vma_tf import checkpoints, files
 from vma_tf.config import EvalConfig
+from vma_tf.data import drawings
 from vma_tf.errors import StorageError
 from vma_tf.models import AddressedMemory, AttendingMemory, CompactMemory, GenerativeModel
 from vma_tf.objectives import streamed_sums
@@ -78,11 +82,13 @@ class ServingModule(tf.Module):
     variables its endpoints capture the same way.
     """
 
-    def __init__(self, model: GenerativeModel, image_size: int, pairs_per_call: int = EvalConfig.pairs_per_call):
+    def __init__(self, model: GenerativeModel, image_size: int, drawing_downscale: str = "max_pool",
+                 pairs_per_call: int = EvalConfig.pairs_per_call):
         super().__init__(name="vma_serving")
         self._model = _Untracked(model)
         self.pairs_per_call = pairs_per_call
         self.min_memory_size = tf.Variable(model.min_context_size, trainable=False, name="min_memory_size")
+        self.drawing_downscale = tf.Variable(drawing_downscale, trainable=False, name="drawing_downscale")
         self.image_shape = images = [None, image_size, image_size, 1]
         x = tf.TensorSpec(images, tf.float32, name="x")
         num_samples, seed = _scalar_spec("num_samples"), _scalar_spec("seed")
@@ -221,15 +227,16 @@ def _per_target(compute, x: tf.Tensor) -> dict[str, tf.Tensor]:
     return tf.nest.map_structure(lambda t: t[:batch], compute(targets))
 
 
-def export_saved_model(model, image_size: int, directory: str) -> str:
+def export_saved_model(model, image_size: int, directory: str, drawing_downscale: str = "max_pool") -> str:
     """Writes the SavedModel to `directory`, replacing any previous one only once it is complete.
+    `drawing_downscale`: how the model's training drawings were brought to image_size.
 
     It is written to a fresh `<directory>.<random>.tmp` and renamed into place (the previous
     export moves aside for the instant in between), so `directory` never holds a half-written
     SavedModel; a failed write (a full disk) removes its partial files and raises StorageError.
     Returns `directory`.
     """
-    module = ServingModule(model, image_size)
+    module = ServingModule(model, image_size, drawing_downscale)
     directory = os.path.abspath(directory)
     # A killed export leaves its staging folder: one older than any export takes is a killed one's.
     files.remove_stale_temporaries(os.path.dirname(directory), (os.path.basename(directory),),
@@ -260,4 +267,5 @@ def export_run(logdir: str) -> str:
     Only reads the checkpoints. Returns the SavedModel's path.
     """
     config, model, _ = checkpoints.restore_model(logdir)
-    return export_saved_model(model, config.data.image_size, os.path.join(logdir, SAVED_MODEL_DIR))
+    return export_saved_model(model, config.data.image_size, os.path.join(logdir, SAVED_MODEL_DIR),
+                              drawings.downscale_of(config.data.dataset))

@@ -20,9 +20,10 @@ class ExportedModel:
     """A SavedModel written by train.py or `eval.py --mode=export`.
 
     Images go in as a list of drawings (files, PIL images or arrays of any size: each is
-    preprocessed) or as one float array [N, S, S, 1] in [0, 1] that is already the model's input.
+    preprocessed, brought to S x S as the training drawings were) or as one float array
+    [N, S, S, 1] in [0, 1] that is already the model's input.
     Attributes: image_size S; reads_memory (whether `memory` is an input); min_memory_size;
-    signatures (the names the export holds)."""
+    drawing_downscale (data/drawings.py); signatures (the names the export holds)."""
 
     def __init__(self, path: str | os.PathLike):
         path = os.fspath(path)
@@ -42,6 +43,9 @@ class ExportedModel:
         # Exports from before min_memory_size was exported need one image.
         held = getattr(self._module, "min_memory_size", None)
         self.min_memory_size = int(held.numpy()) if held is not None else int(self.reads_memory)
+        # Exports from before drawing_downscale was exported were all trained on max-pooled drawings.
+        held = getattr(self._module, "drawing_downscale", None)
+        self.drawing_downscale = held.numpy().decode() if held is not None else "max_pool"
 
     def sample(self, memory: Images | None = None, num_samples: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
         """Draws from p(x | memory): {"images": float32 [num_samples, S, S, 1] (Bernoulli means)}, and
@@ -92,7 +96,8 @@ class ExportedModel:
         if isinstance(images, (list, tuple)):
             if not images:
                 return np.zeros([0, size, size, 1], np.float32)
-            return np.stack([preprocess(drawing, size, name=_name(drawing, what, index))
+            return np.stack([preprocess(drawing, size, name=_name(drawing, what, index),
+                                        downscale=self.drawing_downscale)
                              for index, drawing in enumerate(images)])
         array = np.asarray(images)
         if array.ndim != 4 or array.shape[1:] != (size, size, 1):

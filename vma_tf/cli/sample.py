@@ -133,7 +133,10 @@ def draw_grid() -> None:
         min_memory_size = int(model.min_memory_size.numpy()) if hasattr(model, "min_memory_size") else 1
         if not FLAGS.memory and (min_memory_size or FLAGS.samples_per_image):
             raise UserInputError("--memory is required: this SavedModel samples from a memory of images")
-        memory = np.stack([preprocess(path, size) for path in paths]) if paths else np.zeros([0, size, size, 1])
+        # Exports from before drawing_downscale was exported were all trained on max-pooled drawings.
+        downscale = model.drawing_downscale.numpy().decode() if hasattr(model, "drawing_downscale") else "max_pool"
+        memory = (np.stack([preprocess(path, size, downscale=downscale) for path in paths]) if paths
+                  else np.zeros([0, size, size, 1]))
         memory = memory.astype(np.float32)
         if FLAGS.samples_per_image:
             per_image = tf.constant(FLAGS.samples_per_image)
