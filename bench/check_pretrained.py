@@ -27,7 +27,9 @@ It exits 1 when a number misses the bar given by --max_nll, --min_5way1shot, --m
 Table 1 (Bartunov & Vetrov 2017, section 3), as the authors' code samples it: it reads
 `<data_dir>/omniglot_gmn/test_small.npz` itself (one uint8 [20, 784] array per character, ink =
 0), and each sequence draws --classes characters, then each of its 20 positions' character among
-them and its drawing among the character's 20, all with replacement. The NLL of the drawing at
+them and its drawing among the character's 20, all with replacement. --sampling=distinct draws
+the characters without replacement and never repeats a drawing (with one character, the VMA
+paper's way: each drawing given n other drawings of its character). The NLL of the drawing at
 position n given the n before it (`log_likelihood` with memory = those n) is averaged over the
 sequences for n in TABLE1_POSITIONS from the export's min_memory_size on, with its standard error.
 It exits 1 when a mean misses its --max_nll_at bar.
@@ -100,8 +102,21 @@ def gmn_test_characters(data_dir: str) -> np.ndarray:
     return (np.asarray(drawings) == 0).astype(np.float32).reshape(len(drawings), 20, 28, 28, 1)
 
 
-def sequence_nll(model, characters: np.ndarray, classes: int, sequences: int, samples: int,
-                 rng: np.random.Generator) -> dict:
+def draw_sequence(characters: np.ndarray, classes: int, with_replacement: bool, rng: np.random.Generator) -> np.ndarray:
+    """One sequence [SEQUENCE_LENGTH, 28, 28, 1] from `classes` of the characters [C, 20, 28, 28, 1]."""
+    if with_replacement:  # the authors' put_new_data
+        chosen = rng.integers(len(characters), size=classes)[rng.integers(classes, size=SEQUENCE_LENGTH)]
+        return characters[chosen, rng.integers(characters.shape[1], size=SEQUENCE_LENGTH)]
+    slots = rng.integers(classes, size=SEQUENCE_LENGTH)
+    chosen = rng.choice(len(characters), classes, replace=False)
+    orders = [rng.permutation(characters.shape[1]) for _ in range(classes)]
+    # The j-th position of a character in the sequence holds its j-th drawing in its order.
+    drawings = [orders[slot][np.sum(slots[:position] == slot)] for position, slot in enumerate(slots)]
+    return characters[chosen[slots], drawings]
+
+
+def sequence_nll(model, characters: np.ndarray, classes: int, with_replacement: bool, sequences: int,
+                 samples: int, rng: np.random.Generator) -> dict:
     """{n: (mean NLL of position n given positions 0..n-1, its standard error)} in nats."""
     log_likelihood = model.signatures["log_likelihood"]
     reads_memory = "memory" in log_likelihood.structured_input_signature[1]
@@ -110,8 +125,7 @@ def sequence_nll(model, characters: np.ndarray, classes: int, sequences: int, sa
     positions = [n for n in TABLE1_POSITIONS if n >= least]
     values = {n: [] for n in positions}
     for _ in range(sequences):
-        chosen = rng.integers(len(characters), size=classes)[rng.integers(classes, size=SEQUENCE_LENGTH)]
-        sequence = characters[chosen, rng.integers(characters.shape[1], size=SEQUENCE_LENGTH)]
+        sequence = draw_sequence(characters, classes, with_replacement, rng)
         for n in positions:
             memory = {"memory": tf.constant(sequence[:n])} if reads_memory else {}
             result = log_likelihood(x=tf.constant(sequence[n : n + 1]), num_samples=tf.constant(samples), **memory)
@@ -122,13 +136,14 @@ def sequence_nll(model, characters: np.ndarray, classes: int, sequences: int, sa
 def check_sequences(model, args) -> tuple[dict, dict]:
     """The result and {bar: met} of --protocol=sequences."""
     bars_at = args.max_nll_at or {}
-    table = sequence_nll(model, gmn_test_characters(args.data_dir), args.classes, args.num_sequences,
-                         args.num_importance_samples, np.random.default_rng(args.seed))
+    table = sequence_nll(model, gmn_test_characters(args.data_dir), args.classes,
+                         args.sampling == "with_replacement", args.num_sequences, args.num_importance_samples,
+                         np.random.default_rng(args.seed))
     missing = sorted(set(bars_at) - set(table))
     if missing:
         sys.exit(f"check_pretrained.py: --max_nll_at names positions {missing} that are not scored ({sorted(table)})")
     result = {
-        "saved_model": args.saved_model, "protocol": "sequences, the GMN authors' sampler (with replacement)",
+        "saved_model": args.saved_model, "protocol": "sequences", "sampling": args.sampling,
         "classes": args.classes, "num_sequences": args.num_sequences,
         "num_importance_samples": args.num_importance_samples, "seed": args.seed,
         "nll_nats": {n: mean for n, (mean, _) in table.items()},
@@ -183,6 +198,8 @@ def main() -> None:
     parser.add_argument("--min_20way1shot", type=float, default=0.72)
     parser.add_argument("--classes", type=int, default=1, help="sequences: characters per sequence (C)")
     parser.add_argument("--num_sequences", type=int, default=100, help="sequences: how many")
+    parser.add_argument("--sampling", choices=("with_replacement", "distinct"), default="with_replacement",
+                        help="sequences: the GMN authors' sampler, or no repeated drawing")
     parser.add_argument("--max_nll_at", type=position_bars, default=None,
                         help="sequences: bars as n:nats,... (the mean NLL of position n given the n before it)")
     args = parser.parse_args()

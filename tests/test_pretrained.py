@@ -100,3 +100,25 @@ def test_the_sequence_reader_scores_what_the_package_scores(gmn_data_dir, cache_
     assert positions[0] == 0 and list(result["nll_nats"]) == [str(n) for n in positions]
     for n in positions:
         assert result["nll_nats"][str(n)] == pytest.approx(np.mean(expected[n]), rel=1e-5), n
+
+
+def test_the_readers_distinct_sequences_never_repeat_a_drawing():
+    """bench/check_pretrained.py --sampling=distinct: 20 different drawings from at most C characters
+    (run apart: the script blocks vma_tf in the process that imports it)."""
+    code = f"""
+import importlib.util
+import numpy as np
+spec = importlib.util.spec_from_file_location("check", {os.path.join(REPO, "bench", "check_pretrained.py")!r})
+check = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(check)
+characters = np.arange(50 * 20, dtype=np.float32).reshape(50, 20, 1, 1, 1)  # each drawing its own id
+rng = np.random.default_rng(0)
+for classes in (1, 2, 4):
+    for _ in range(100):
+        ids = check.draw_sequence(characters, classes, False, rng)[:, 0, 0, 0].astype(int)
+        assert len(set(ids)) == 20 and len(set(ids // 20)) <= classes, ids
+        assert len(set(check.draw_sequence(characters, 1, True, rng)[:, 0, 0, 0] // 20)) == 1
+print("checked")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "checked" in result.stdout, result.stderr[-2000:]
