@@ -115,18 +115,26 @@ def draw_sequence(characters: np.ndarray, classes: int, with_replacement: bool, 
     return characters[chosen[slots], drawings]
 
 
+def _reads_memory(model) -> bool:
+    return "memory" in model.signatures["log_likelihood"].structured_input_signature[1]
+
+
+def scored_positions(model) -> list[int]:
+    """The TABLE1_POSITIONS n the export can score: those with at least min_memory_size drawings before."""
+    held = getattr(model, "min_memory_size", None)
+    least = int(held.numpy()) if held is not None else int(_reads_memory(model))
+    return [n for n in TABLE1_POSITIONS if n >= least]
+
+
 def sequence_nll(model, characters: np.ndarray, classes: int, with_replacement: bool, sequences: int,
                  samples: int, rng: np.random.Generator) -> dict:
     """{n: (mean NLL of position n given positions 0..n-1, its standard error)} in nats."""
     log_likelihood = model.signatures["log_likelihood"]
-    reads_memory = "memory" in log_likelihood.structured_input_signature[1]
-    held = getattr(model, "min_memory_size", None)
-    least = int(held.numpy()) if held is not None else int(reads_memory)
-    positions = [n for n in TABLE1_POSITIONS if n >= least]
-    values = {n: [] for n in positions}
+    reads_memory = _reads_memory(model)
+    values = {n: [] for n in scored_positions(model)}
     for _ in range(sequences):
         sequence = draw_sequence(characters, classes, with_replacement, rng)
-        for n in positions:
+        for n in values:
             memory = {"memory": tf.constant(sequence[:n])} if reads_memory else {}
             result = log_likelihood(x=tf.constant(sequence[n : n + 1]), num_samples=tf.constant(samples), **memory)
             values[n].append(float(result["nll_nats"].numpy()[0]))
@@ -136,12 +144,15 @@ def sequence_nll(model, characters: np.ndarray, classes: int, with_replacement: 
 def check_sequences(model, args) -> tuple[dict, dict]:
     """The result and {bar: met} of --protocol=sequences."""
     bars_at = args.max_nll_at or {}
-    table = sequence_nll(model, gmn_test_characters(args.data_dir), args.classes,
-                         args.sampling == "with_replacement", args.num_sequences, args.num_importance_samples,
-                         np.random.default_rng(args.seed))
-    missing = sorted(set(bars_at) - set(table))
+    missing = sorted(set(bars_at) - set(scored_positions(model)))
     if missing:
-        sys.exit(f"check_pretrained.py: --max_nll_at names positions {missing} that are not scored ({sorted(table)})")
+        sys.exit(f"check_pretrained.py: error: --max_nll_at names positions {missing} that are not scored "
+                 f"({scored_positions(model)})")
+    characters = gmn_test_characters(args.data_dir)
+    if not 1 <= args.classes <= len(characters):
+        sys.exit(f"check_pretrained.py: error: --classes must lie in 1..{len(characters)}, got {args.classes}")
+    table = sequence_nll(model, characters, args.classes, args.sampling == "with_replacement", args.num_sequences,
+                         args.num_importance_samples, np.random.default_rng(args.seed))
     result = {
         "saved_model": args.saved_model, "protocol": "sequences", "sampling": args.sampling,
         "classes": args.classes, "num_sequences": args.num_sequences,
@@ -203,11 +214,16 @@ def main() -> None:
     parser.add_argument("--max_nll_at", type=position_bars, default=None,
                         help="sequences: bars as n:nats,... (the mean NLL of position n given the n before it)")
     args = parser.parse_args()
-    data_file = (os.path.join("omniglot_gmn", "test_small.npz") if args.protocol == "sequences"
-                 else os.path.join("omniglot", "images_evaluation.zip"))
-    for needed in (os.path.join(args.saved_model, "saved_model.pb"), os.path.join(args.data_dir, data_file)):
+    data_files = (["omniglot_gmn/test_small.npz"] if args.protocol == "sequences"
+                  else ["omniglot/images_background.zip", "omniglot/images_evaluation.zip"])
+    needed_files = [os.path.join(args.saved_model, "saved_model.pb")]
+    needed_files += [os.path.join(args.data_dir, name) for name in data_files]
+    for needed in needed_files:
         if not os.path.isfile(needed):
             sys.exit(f"check_pretrained.py: error: missing {needed}")
+    if args.num_sequences < 2 or args.num_importance_samples < 1:
+        sys.exit("check_pretrained.py: error: --num_sequences must be at least 2 (for a standard error) and "
+                 "--num_importance_samples at least 1")
 
     model = tf.saved_model.load(args.saved_model)
     result, bars = (check_sequences if args.protocol == "sequences" else check_few_shot)(model, args)

@@ -3,6 +3,7 @@ when an independent reader scores it (bench/check_pretrained.py)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -142,3 +143,22 @@ print("checked")
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "checked" in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--max_nll_at=0:90"], r"--max_nll_at names positions \[0\] that are not scored \(\[1, 2, 3"),
+        (["--classes=0"], r"--classes must lie in 1\.\.659, got 0"),
+        (["--max_nll_at=19"], r"argument --max_nll_at: expected n:nats"),
+    ],
+)
+def test_the_sequence_reader_refuses_bad_settings_in_one_line_before_scoring(arguments, message, gmn_data_dir):
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "check_pretrained.py"), "--protocol=sequences",
+         f"--saved_model={os.path.join(PRETRAINED_DIR, 'vma-omniglot-gmn-data', 'saved_model')}",
+         f"--data_dir={gmn_data_dir}", *arguments],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0 and re.search(message, result.stderr.strip().splitlines()[-1])
+    assert result.stdout == ""  # nothing scored
