@@ -69,9 +69,13 @@ def test_characters(data_dir: str) -> np.ndarray:
     return np.asarray([drawings for _, drawings in sorted(characters.items())], np.float32)[..., np.newaxis]
 
 
+def _reads_memory(model) -> bool:
+    return "memory" in model.signatures["log_likelihood"].structured_input_signature[1]
+
+
 def nll(model, characters: np.ndarray, episodes: int, samples: int, rng: np.random.Generator) -> dict:
     log_likelihood = model.signatures["log_likelihood"]
-    reads_memory = "memory" in log_likelihood.structured_input_signature[1]
+    reads_memory = _reads_memory(model)
     values = []
     for _ in range(episodes):
         chosen = rng.choice(len(characters), 8, replace=False)
@@ -113,10 +117,6 @@ def draw_sequence(characters: np.ndarray, classes: int, with_replacement: bool, 
     # The j-th position of a character in the sequence holds its j-th drawing in its order.
     drawings = [orders[slot][np.sum(slots[:position] == slot)] for position, slot in enumerate(slots)]
     return characters[chosen[slots], drawings]
-
-
-def _reads_memory(model) -> bool:
-    return "memory" in model.signatures["log_likelihood"].structured_input_signature[1]
 
 
 def scored_positions(model) -> list[int]:

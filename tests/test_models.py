@@ -9,6 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import REPO
 
 from vma_tf import models, nets, objectives
 from vma_tf.config import ModelConfig
@@ -355,7 +356,7 @@ def test_an_export_brings_drawings_to_its_size_as_its_training_drawings_were(tmp
         np.testing.assert_array_equal(loaded.log_likelihood([stroke], [stroke], num_samples=3),
                                       loaded.log_likelihood(image, image, num_samples=3))
         result = subprocess.run(
-            [sys.executable, os.path.join(os.path.dirname(os.path.dirname(__file__)), "sample.py"),
+            [sys.executable, os.path.join(REPO, "sample.py"),
              f"--saved_model={tmp_path / downscale}", f"--memory={tmp_path / 'stroke.png'}", "--samples_per_image=1",
              "--zoom=1", f"--output={tmp_path / downscale}.png"],
             capture_output=True, text=True, timeout=300,

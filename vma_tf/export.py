@@ -82,7 +82,7 @@ class ServingModule(tf.Module):
     variables its endpoints capture the same way.
     """
 
-    def __init__(self, model: GenerativeModel, image_size: int, drawing_downscale: str = "max_pool",
+    def __init__(self, model: GenerativeModel, image_size: int, drawing_downscale: str,
                  pairs_per_call: int = EvalConfig.pairs_per_call):
         super().__init__(name="vma_serving")
         self._model = _Untracked(model)

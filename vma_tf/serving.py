@@ -40,12 +40,7 @@ class ExportedModel:
         self.signatures = tuple(sorted(signatures))
         self.image_size = int(signatures["log_likelihood"].structured_input_signature[1]["x"].shape[1])
         self.reads_memory = "memory" in signatures["sample"].structured_input_signature[1]
-        # Exports from before min_memory_size was exported need one image.
-        held = getattr(self._module, "min_memory_size", None)
-        self.min_memory_size = int(held.numpy()) if held is not None else int(self.reads_memory)
-        # Exports from before drawing_downscale was exported were all trained on max-pooled drawings.
-        held = getattr(self._module, "drawing_downscale", None)
-        self.drawing_downscale = held.numpy().decode() if held is not None else "max_pool"
+        self.min_memory_size, self.drawing_downscale = export_description(self._module, self.reads_memory)
 
     def sample(self, memory: Images | None = None, num_samples: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
         """Draws from p(x | memory): {"images": float32 [num_samples, S, S, 1] (Bernoulli means)}, and
@@ -115,6 +110,16 @@ class ExportedModel:
     def _check_count(value: int, name: str, minimum: int) -> None:
         if not isinstance(value, (int, np.integer)) or value < minimum:
             raise UserInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def export_description(module, reads_memory: bool) -> tuple[int, str]:
+    """(min_memory_size, drawing_downscale) of a loaded SavedModel `module`, as its variables say.
+    Older exports lack them: those read at least one memory image (if any), and were all trained on
+    max-pooled drawings."""
+    held = getattr(module, "min_memory_size", None)
+    min_memory_size = int(held.numpy()) if held is not None else int(reads_memory)
+    held = getattr(module, "drawing_downscale", None)
+    return min_memory_size, held.numpy().decode() if held is not None else "max_pool"
 
 
 def _name(drawing: Drawing, what: str, index: int) -> str:

@@ -31,7 +31,7 @@ from vma_tf.cli import commands
 from vma_tf.cli.tensorflow_logs import VERBOSE_HELP, quiet_tensorflow
 from vma_tf.data.drawings import preprocess
 from vma_tf.errors import UserInputError
-from vma_tf.serving import export_path
+from vma_tf.serving import export_description, export_path
 
 flags.DEFINE_string("saved_model", None, "Directory of a SavedModel written by train.py or eval.py --mode=export.")
 flags.DEFINE_string("model", None, "A pretrained model by name (pretrained/<name>), instead of --saved_model.")
@@ -128,13 +128,10 @@ def draw_grid() -> None:
             rows = rows_of(drawn["images"].numpy(), SAMPLES_PER_ROW)
             described = f"no memory, {FLAGS.num_samples} samples"
     else:
-        # An export says how few memory images it reads (GMN with a pseudo-input: none); older
-        # exports do not, and need one.
-        min_memory_size = int(model.min_memory_size.numpy()) if hasattr(model, "min_memory_size") else 1
+        # An export says how few memory images it reads (GMN with a pseudo-input: none).
+        min_memory_size, downscale = export_description(model, reads_memory=True)
         if not FLAGS.memory and (min_memory_size or FLAGS.samples_per_image):
             raise UserInputError("--memory is required: this SavedModel samples from a memory of images")
-        # Exports from before drawing_downscale was exported were all trained on max-pooled drawings.
-        downscale = model.drawing_downscale.numpy().decode() if hasattr(model, "drawing_downscale") else "max_pool"
         memory = (np.stack([preprocess(path, size, downscale=downscale) for path in paths]) if paths
                   else np.zeros([0, size, size, 1]))
         memory = memory.astype(np.float32)
